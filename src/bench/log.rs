@@ -1,0 +1,453 @@
+//! `logbook bench log`: the storage engine against the raw disk, in one run, on one directory.
+//!
+//! 1. raw sequential write + one fdatasync (plain `std::fs`, 1 MiB writes, same total bytes), and
+//!    the latency of one small write + fdatasync;
+//! 2. durable appends through [`GroupCommit`] with `fsync = always`: concurrent appenders, each
+//!    sending batches of 1 KiB records and waiting for each acknowledgement;
+//! 3. the same with `fsync = never`; a sequential read of the whole log; random-offset reads;
+//! 4. open time after an unclean stop (torn tail) for a small and a large log.
+//!
+//! Raw, durable and no-sync runs are interleaved for `rounds` rounds and the medians compared,
+//! because this disk's bandwidth drifts from run to run.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{median, quantile};
+use crate::log::{
+    FsyncPolicy, GroupCommit, IoContext, LogConfig, LogError, NewRecord, PartitionLog,
+    ValidatedBatch, encode_batch,
+};
+
+/// Settings of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct LogBenchOptions {
+    /// Working directory (on the disk being measured); emptied first and removed at the end.
+    pub dir: PathBuf,
+    /// Bytes written by each raw / durable / no-sync run, in MiB.
+    pub total_mib: u64,
+    /// Concurrent appenders.
+    pub appenders: usize,
+    /// Value size of each record in bytes.
+    pub record_bytes: usize,
+    /// Records per batch sent by an appender.
+    pub records_per_batch: usize,
+    /// Interleaved rounds of raw / durable / no-sync runs (medians are reported).
+    pub rounds: usize,
+    /// Size of the small log for the open-time test, in MiB.
+    pub open_small_mib: u64,
+    /// Size of the large log for the open-time test, in MiB.
+    pub open_large_mib: u64,
+    /// Segment size used for the open-time logs, in MiB.
+    pub open_segment_mib: u64,
+    /// Random reads to time.
+    pub random_reads: usize,
+}
+
+impl Default for LogBenchOptions {
+    fn default() -> Self {
+        LogBenchOptions {
+            dir: PathBuf::from("target/bench-log"),
+            total_mib: 256,
+            appenders: 64,
+            record_bytes: 1024,
+            records_per_batch: 16,
+            rounds: 3,
+            open_small_mib: 100,
+            open_large_mib: 2048,
+            open_segment_mib: 128,
+            random_reads: 20_000,
+        }
+    }
+}
+
+/// The numbers of one run.
+#[derive(Debug, Clone, Default)]
+pub struct LogBenchSummary {
+    /// Raw sequential write + fdatasync, MB/s (median).
+    pub raw_mb_s: f64,
+    /// Latency of one 4 KiB write + fdatasync: p50, p99.
+    pub raw_sync_latency: (Duration, Duration),
+    /// Durable group-commit appends, MB/s (median).
+    pub durable_mb_s: f64,
+    /// Average appends acknowledged per fdatasync in the durable runs.
+    pub appends_per_sync: f64,
+    /// Appends with `fsync = never`, MB/s (median).
+    pub nosync_mb_s: f64,
+    /// Sequential read of the whole log, MB/s.
+    pub seq_read_mb_s: f64,
+    /// Random-offset read latency (one batch): p50, p99.
+    pub random_read_latency: (Duration, Duration),
+    /// Open time after an unclean stop: (small log, large log), with segment counts.
+    pub open_small: (Duration, usize),
+    /// See `open_small`.
+    pub open_large: (Duration, usize),
+}
+
+impl LogBenchSummary {
+    /// `durable_mb_s / raw_mb_s`.
+    pub fn durable_vs_raw(&self) -> f64 {
+        self.durable_mb_s / self.raw_mb_s
+    }
+
+    /// `nosync_mb_s / raw_mb_s`.
+    pub fn nosync_vs_raw(&self) -> f64 {
+        self.nosync_mb_s / self.raw_mb_s
+    }
+
+    /// Open time of the large log over the small one.
+    pub fn open_large_vs_small(&self) -> f64 {
+        self.open_large.0.as_secs_f64() / self.open_small.0.as_secs_f64().max(1e-9)
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+fn mb_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
+}
+
+/// Raw sequential write in 1 MiB writes, one fdatasync at the end.
+fn raw_write(dir: &Path, total: u64) -> Result<f64, LogError> {
+    let path = dir.join("raw.bin");
+    let chunk: Vec<u8> = (0..MIB).map(|_| fastrand::u8(..)).collect();
+    let start = Instant::now();
+    {
+        let mut file = fs::File::create(&path).at(&path)?;
+        let mut written = 0;
+        while written < total {
+            file.write_all(&chunk).at(&path)?;
+            written += MIB;
+        }
+        file.sync_data().at(&path)?;
+    }
+    let elapsed = start.elapsed();
+    fs::remove_file(&path).at(&path)?;
+    Ok(mb_s(total, elapsed))
+}
+
+/// p50 and p99 of one 4 KiB write + fdatasync.
+fn raw_sync_latency(dir: &Path, samples: usize) -> Result<(Duration, Duration), LogError> {
+    let path = dir.join("raw-sync.bin");
+    let mut file = fs::File::create(&path).at(&path)?;
+    let block = vec![7u8; 4096];
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        file.write_all(&block).at(&path)?;
+        file.sync_data().at(&path)?;
+        times.push(start.elapsed());
+    }
+    drop(file);
+    fs::remove_file(&path).at(&path)?;
+    Ok((quantile(&mut times, 0.5), quantile(&mut times, 0.99)))
+}
+
+/// One encoded producer batch of `records` records of `value_bytes` each.
+fn template_batch(records: usize, value_bytes: usize) -> Result<BytesMut, LogError> {
+    let value: Bytes = (0..value_bytes)
+        .map(|_| fastrand::u8(..))
+        .collect::<Vec<_>>()
+        .into();
+    let records: Vec<NewRecord> = (0..records)
+        .map(|i| NewRecord {
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp_ms: crate::log::now_ms(),
+        })
+        .collect();
+    Ok(encode_batch(&records)?)
+}
+
+fn bench_config(policy: FsyncPolicy) -> LogConfig {
+    LogConfig {
+        fsync: policy,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `total` bytes through group commit with `appenders` concurrent producers.
+/// Returns (MB/s, appends per sync) and leaves the log open for the read tests.
+fn group_commit_run(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    opts: &LogBenchOptions,
+    policy: FsyncPolicy,
+    template: &BytesMut,
+) -> Result<(f64, f64, Arc<PartitionLog>), LogError> {
+    let _ = fs::remove_dir_all(dir);
+    let log = Arc::new(PartitionLog::open(dir, bench_config(policy))?);
+    let writer = Arc::new(GroupCommit::start(log.clone(), policy));
+    let batch_bytes = template.len() as u64;
+    let batches_total = (opts.total_mib * MIB).div_ceil(batch_bytes);
+    let per_appender = batches_total.div_ceil(opts.appenders as u64);
+    let max = LogConfig::default().max_batch_bytes as usize;
+    let start = Instant::now();
+    let outcome: Result<(), LogError> = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..opts.appenders {
+            let writer = writer.clone();
+            let template = template.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per_appender {
+                    let batch = ValidatedBatch::new(template.clone(), max)?;
+                    writer.append(batch, 0).await?;
+                }
+                Ok::<(), LogError>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .map_err(|e| LogError::io(dir, std::io::Error::other(e)))??;
+        }
+        Ok(())
+    });
+    outcome?;
+    let elapsed = start.elapsed();
+    let appends = per_appender * opts.appenders as u64;
+    let per_sync = appends as f64 / log.sync_count().max(1) as f64;
+    if let Ok(writer) = Arc::try_unwrap(writer) {
+        runtime.block_on(writer.close())?;
+    }
+    Ok((mb_s(appends * batch_bytes, elapsed), per_sync, log))
+}
+
+/// Reads the whole log front to back with 1 MiB reads.
+fn sequential_read(log: &PartitionLog) -> Result<f64, LogError> {
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    while offset < end {
+        let read = log.read(offset, MIB as usize)?;
+        bytes += read.batches.len() as u64;
+        offset = read.next_offset;
+    }
+    Ok(mb_s(bytes, start.elapsed()))
+}
+
+/// p50 / p99 latency of reading the batch at a random offset.
+fn random_reads(log: &PartitionLog, count: usize) -> Result<(Duration, Duration), LogError> {
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let offset = fastrand::u64(start..end);
+        let t = Instant::now();
+        let read = log.read(offset, 1)?;
+        times.push(t.elapsed());
+        if read.batches.is_empty() {
+            return Err(LogError::io(
+                log.dir(),
+                std::io::Error::other(format!("random read at {offset} returned nothing")),
+            ));
+        }
+    }
+    Ok((quantile(&mut times, 0.5), quantile(&mut times, 0.99)))
+}
+
+/// Builds a log of `mib` MiB, stops it uncleanly with a torn batch at the tail, and returns the
+/// median time of `PartitionLog::open` (the tail is torn again before each open).
+fn open_after_unclean_stop(
+    dir: &Path,
+    mib: u64,
+    segment_mib: u64,
+    template: &BytesMut,
+) -> Result<(Duration, usize), LogError> {
+    let _ = fs::remove_dir_all(dir);
+    let config = LogConfig {
+        segment_max_bytes: segment_mib * MIB,
+        fsync: FsyncPolicy::Never,
+        ..LogConfig::default()
+    };
+    {
+        let log = PartitionLog::open(dir, config.clone())?;
+        let per_call = (4 * MIB / template.len() as u64).max(1) as usize;
+        let mut written = 0u64;
+        while written < mib * MIB {
+            let mut batches = (0..per_call)
+                .map(|_| ValidatedBatch::new(template.clone(), usize::MAX))
+                .collect::<Result<Vec<_>, _>>()?;
+            log.append(&mut batches, 0)?;
+            written += (per_call * template.len()) as u64;
+        }
+        log.sync()?;
+        // Dropped without `close`: the active index stays preallocated, as after a kill -9.
+    }
+    let mut times = Vec::new();
+    let mut segments = 0;
+    for _ in 0..7 {
+        let active = fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max()
+            .ok_or_else(|| LogError::io(dir, std::io::Error::other("no segment")))?;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .at(&active)?;
+        file.write_all(&template[..template.len() / 2])
+            .at(&active)?;
+        file.sync_data().at(&active)?;
+        drop(file);
+        let start = Instant::now();
+        let log = PartitionLog::open(dir, config.clone())?;
+        times.push(start.elapsed());
+        if log.recovery_report().tail.truncated_bytes == 0 {
+            return Err(LogError::io(
+                dir,
+                std::io::Error::other("open did not truncate the torn tail"),
+            ));
+        }
+        segments = log.segments()?.len();
+    }
+    fs::remove_dir_all(dir).at(dir)?;
+    Ok((quantile(&mut times, 0.5), segments))
+}
+
+/// Runs the whole benchmark, printing a table as it goes.
+pub fn run(opts: &LogBenchOptions) -> Result<LogBenchSummary, LogError> {
+    let dir = &opts.dir;
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).at(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LogError::io(dir, e))?;
+    let total = opts.total_mib * MIB;
+    let template = template_batch(opts.records_per_batch, opts.record_bytes)?;
+    println!(
+        "logbook bench log: dir={} total={} MiB per run, {} rounds (medians), {} appenders, \
+         {} records of {} B per batch ({} B batches)",
+        dir.display(),
+        opts.total_mib,
+        opts.rounds,
+        opts.appenders,
+        opts.records_per_batch,
+        opts.record_bytes,
+        template.len()
+    );
+
+    let mut summary = LogBenchSummary::default();
+    let (mut raw, mut durable, mut nosync, mut per_sync) = (vec![], vec![], vec![], vec![]);
+    let mut last_log = None;
+    for round in 0..opts.rounds {
+        raw.push(raw_write(dir, total)?);
+        let (mb, ps, log) = group_commit_run(
+            &runtime,
+            &dir.join("durable"),
+            opts,
+            FsyncPolicy::Always,
+            &template,
+        )?;
+        durable.push(mb);
+        per_sync.push(ps);
+        drop(log);
+        let (mb, _, log) = group_commit_run(
+            &runtime,
+            &dir.join("nosync"),
+            opts,
+            FsyncPolicy::Never,
+            &template,
+        )?;
+        nosync.push(mb);
+        println!(
+            "  round {}: raw {:.0} MB/s, durable {:.0} MB/s ({:.1} appends/fsync), no-sync {:.0} MB/s",
+            round + 1,
+            raw[round],
+            durable[round],
+            per_sync[round],
+            mb
+        );
+        last_log = Some(log);
+    }
+    summary.raw_mb_s = median(&mut raw);
+    summary.durable_mb_s = median(&mut durable);
+    summary.nosync_mb_s = median(&mut nosync);
+    summary.appends_per_sync = median(&mut per_sync);
+    summary.raw_sync_latency = raw_sync_latency(dir, 200)?;
+
+    if let Some(log) = last_log {
+        summary.seq_read_mb_s = sequential_read(&log)?;
+        summary.random_read_latency = random_reads(&log, opts.random_reads)?;
+    }
+    let _ = fs::remove_dir_all(dir.join("durable"));
+    let _ = fs::remove_dir_all(dir.join("nosync"));
+
+    summary.open_small = open_after_unclean_stop(
+        &dir.join("open-small"),
+        opts.open_small_mib,
+        opts.open_segment_mib,
+        &template,
+    )?;
+    summary.open_large = open_after_unclean_stop(
+        &dir.join("open-large"),
+        opts.open_large_mib,
+        opts.open_segment_mib,
+        &template,
+    )?;
+    let _ = fs::remove_dir_all(dir);
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!();
+    println!("{:<48} {:>14}  note", "measurement", "value");
+    println!(
+        "{:<48} {:>9.0} MB/s  1 MiB writes, one fdatasync",
+        "raw sequential write + fdatasync", summary.raw_mb_s
+    );
+    println!(
+        "{:<48} {:>9.0} us    p99 {:.0} us",
+        "raw 4 KiB write + fdatasync latency (p50)",
+        us(summary.raw_sync_latency.0),
+        us(summary.raw_sync_latency.1)
+    );
+    println!(
+        "{:<48} {:>9.0} MB/s  {:.2} of raw, {:.1} appends per fdatasync",
+        "durable append (fsync=always, group commit)",
+        summary.durable_mb_s,
+        summary.durable_vs_raw(),
+        summary.appends_per_sync
+    );
+    println!(
+        "{:<48} {:>9.0} MB/s  {:.2} of raw",
+        "append (fsync=never)",
+        summary.nosync_mb_s,
+        summary.nosync_vs_raw()
+    );
+    println!(
+        "{:<48} {:>9.0} MB/s  1 MiB reads, CRC checked, page cache warm",
+        "sequential read", summary.seq_read_mb_s
+    );
+    println!(
+        "{:<48} {:>9.1} us    p99 {:.1} us",
+        "random-offset read latency (p50)",
+        us(summary.random_read_latency.0),
+        us(summary.random_read_latency.1)
+    );
+    println!(
+        "{:<48} {:>9.2} ms    {} segments",
+        format!("open after unclean stop, {} MiB", opts.open_small_mib),
+        summary.open_small.0.as_secs_f64() * 1e3,
+        summary.open_small.1
+    );
+    println!(
+        "{:<48} {:>9.2} ms    {} segments",
+        format!("open after unclean stop, {} MiB", opts.open_large_mib),
+        summary.open_large.0.as_secs_f64() * 1e3,
+        summary.open_large.1
+    );
+    println!(
+        "bench-log: durable_vs_raw={:.2} nosync_vs_raw={:.2} open_2g_vs_100m={:.2}",
+        summary.durable_vs_raw(),
+        summary.nosync_vs_raw(),
+        summary.open_large_vs_small()
+    );
+    Ok(summary)
+}

@@ -1,0 +1,1074 @@
+//! [`PartitionLog`]: the log of one topic partition, a directory of segments.
+//!
+//! Concurrency: mutations (append, roll, truncate, delete, compaction swaps) are serialised by the
+//! `writer` mutex; the segment map sits behind a read-write lock that is held only for short,
+//! in-memory steps, never across a write or fsync. Appended bytes become visible to readers only
+//! after the write returns and the index entry and end position are published together, so a
+//! reader never sees a half-written batch. `sync` runs concurrently with appends (it fsyncs what
+//! was published when it started), which lets a group-commit writer overlap the next write with
+//! the current fsync.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use super::batch::{BATCH_HEADER_LEN, BatchHeader, ValidatedBatch};
+use super::config::LogConfig;
+use super::error::{IoContext, LogError, Result};
+use super::index::IndexEntry;
+use super::segment::{
+    ActiveSegment, FileKind, SealedSegment, SegmentRead, TailRecovery, parse_segment_name,
+    pread_exact, read_active, segment_path, sync_dir,
+};
+
+/// Name of the file holding the log start offset.
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The result of a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Zero or more whole batches. The first may start before the requested offset (it is the
+    /// batch containing it); consumers skip records below the offset they asked for.
+    pub batches: Bytes,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    /// Lowest readable offset when the read started.
+    pub log_start_offset: u64,
+    /// Offset of the next record to be appended when the read started.
+    pub log_end_offset: u64,
+}
+
+/// What opening the log found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Recovery of the active segment's tail.
+    pub tail: TailRecovery,
+    /// An interrupted compaction was completed.
+    pub compaction_rolled_forward: bool,
+    /// Temporary files of interrupted operations that were removed.
+    pub leftovers_removed: usize,
+    /// Segments found.
+    pub segments: usize,
+}
+
+/// One segment as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Base offset (the file name).
+    pub base_offset: u64,
+    /// Size of the `.log` file.
+    pub size_bytes: u64,
+    /// True for the segment being appended to.
+    pub active: bool,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Whole segments deleted.
+    pub segments_deleted: usize,
+    /// Their total size.
+    pub bytes_deleted: u64,
+    /// Log start offset afterwards.
+    pub log_start_offset: u64,
+}
+
+/// A sealed segment known by name, mapped on first use.
+#[derive(Debug)]
+pub(crate) struct SegmentSlot {
+    /// Base offset.
+    pub base_offset: u64,
+    /// The partition directory.
+    dir: PathBuf,
+    /// Load state.
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    /// Not mapped yet; `Some(size)` if the size is known.
+    Unloaded(Option<u64>),
+    /// Mapped.
+    Loaded(Arc<SealedSegment>),
+    /// Replaced or deleted: look the segment up again.
+    Retired,
+}
+
+impl SegmentSlot {
+    pub(crate) fn new(dir: &Path, base_offset: u64, size: Option<u64>) -> Arc<Self> {
+        Arc::new(SegmentSlot {
+            base_offset,
+            dir: dir.to_path_buf(),
+            state: Mutex::new(SlotState::Unloaded(size)),
+        })
+    }
+
+    /// Maps the segment if needed. `None` if the slot was retired.
+    pub(crate) fn load(&self) -> Result<Option<Arc<SealedSegment>>> {
+        let mut state = self.state.lock();
+        match &*state {
+            SlotState::Loaded(seg) => Ok(Some(seg.clone())),
+            SlotState::Retired => Ok(None),
+            SlotState::Unloaded(_) => {
+                let seg = Arc::new(SealedSegment::load(&self.dir, self.base_offset)?);
+                *state = SlotState::Loaded(seg.clone());
+                Ok(Some(seg))
+            }
+        }
+    }
+
+    /// Size of the `.log` file, without mapping it.
+    pub(crate) fn size(&self) -> Result<u64> {
+        let mut state = self.state.lock();
+        match &*state {
+            SlotState::Loaded(seg) => Ok(seg.size()),
+            SlotState::Unloaded(Some(size)) => Ok(*size),
+            SlotState::Retired => Ok(0),
+            SlotState::Unloaded(None) => {
+                let path = segment_path(&self.dir, self.base_offset, "log");
+                let size = fs::metadata(&path).at(&path)?.len();
+                *state = SlotState::Unloaded(Some(size));
+                Ok(size)
+            }
+        }
+    }
+
+    /// Marks the slot as replaced; readers holding it look the offset up again.
+    pub(crate) fn retire(&self) {
+        *self.state.lock() = SlotState::Retired;
+    }
+}
+
+/// The segment map.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    /// Sealed segments by base offset.
+    pub sealed: BTreeMap<u64, Arc<SegmentSlot>>,
+    /// The segment being appended to; its base is above every sealed one.
+    pub active: ActiveSegment,
+    /// Lowest readable offset.
+    pub log_start_offset: u64,
+}
+
+impl LogState {
+    /// Base offset of the segment after the sealed one with `base`.
+    fn next_base(&self, base: u64) -> u64 {
+        self.sealed
+            .range(base + 1..)
+            .next()
+            .map(|(b, _)| *b)
+            .unwrap_or(self.active.base_offset)
+    }
+}
+
+/// Where a read goes next.
+enum Target {
+    Sealed(Arc<SegmentSlot>),
+    Active {
+        file: Arc<fs::File>,
+        path: PathBuf,
+        start: u64,
+        end: u64,
+    },
+    Nothing,
+}
+
+/// Durable end offset, with an epoch bumped by truncation so that a sync that raced with a
+/// truncation cannot mark removed offsets durable.
+#[derive(Debug, Default)]
+struct Durable {
+    offset: u64,
+    epoch: u64,
+}
+
+/// Failure and close state.
+#[derive(Debug, Default)]
+struct Status {
+    failed: Option<String>,
+    closed: bool,
+}
+
+/// The log of one topic partition. See the module docs for the concurrency model.
+#[derive(Debug)]
+pub struct PartitionLog {
+    /// The partition directory.
+    dir: PathBuf,
+    /// Settings.
+    config: LogConfig,
+    /// Segment map.
+    pub(crate) state: RwLock<LogState>,
+    /// Serialises every mutation.
+    pub(crate) writer: Mutex<()>,
+    /// Failed / closed flags.
+    status: Mutex<Status>,
+    /// Offsets below this are on disk.
+    durable: Mutex<Durable>,
+    /// What opening found.
+    recovery: RecoveryReport,
+    /// Successful `sync` calls.
+    syncs: AtomicU64,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (creating it if needed) and recovers it: finishes an interrupted
+    /// compaction, removes leftovers, validates the active segment's tail from its last index
+    /// entry and truncates a torn or corrupt tail. Sealed segments are not read: open time
+    /// depends on the number of segment files, not on the bytes they hold.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).at(&dir)?;
+        let mut recovery = RecoveryReport {
+            compaction_rolled_forward: super::compaction::recover(&dir)?,
+            ..RecoveryReport::default()
+        };
+
+        let mut logs = BTreeSet::new();
+        let mut indexes = BTreeSet::new();
+        for entry in fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_segment_name(name) {
+                Some((base, FileKind::Log)) => {
+                    logs.insert(base);
+                }
+                Some((base, FileKind::Index)) => {
+                    indexes.insert(base);
+                }
+                None if name.ends_with(".tmp") || name.ends_with(".cleaned") => {
+                    fs::remove_file(entry.path()).at(&entry.path())?;
+                    recovery.leftovers_removed += 1;
+                }
+                None => {}
+            }
+        }
+        for orphan in indexes.difference(&logs) {
+            let path = segment_path(&dir, *orphan, "index");
+            fs::remove_file(&path).at(&path)?;
+            recovery.leftovers_removed += 1;
+        }
+
+        let checkpoint = read_log_start(&dir)?;
+        if logs.is_empty() {
+            logs.insert(checkpoint.unwrap_or(0));
+        }
+        let bases: Vec<u64> = logs.into_iter().collect();
+        let (&active_base, sealed_bases) = bases.split_last().unwrap_or((&0, &[]));
+        let mut sealed = BTreeMap::new();
+        let mut removed = false;
+        for (i, &base) in sealed_bases.iter().enumerate() {
+            let next = bases[i + 1];
+            // Wholly below the log start: an interrupted delete_before left it behind.
+            if checkpoint.is_some_and(|start| next <= start) {
+                remove_segment_files(&dir, base)?;
+                removed = true;
+                continue;
+            }
+            sealed.insert(base, SegmentSlot::new(&dir, base, None));
+        }
+        if removed {
+            sync_dir(&dir)?;
+        }
+        recovery.segments = sealed.len() + 1;
+
+        let (active, tail) =
+            ActiveSegment::open(&dir, active_base, config.index_capacity(), now_ms())?;
+        if tail.truncated_bytes > 0 || tail.index_rebuilt {
+            tracing::warn!(dir = %dir.display(), truncated_bytes = tail.truncated_bytes,
+                reason = tail.truncated_reason.as_deref().unwrap_or(""),
+                index_rebuilt = tail.index_rebuilt, "recovered active segment");
+        }
+        recovery.tail = tail;
+        // Whatever survived recovery is made durable now, so `durable_offset` starts truthful.
+        active.file.sync_data().at(&active.log_path)?;
+
+        let first_base = sealed.keys().next().copied().unwrap_or(active_base);
+        let log_start = checkpoint.unwrap_or(first_base).min(active.next_offset);
+        if checkpoint != Some(log_start) {
+            write_log_start(&dir, log_start)?;
+        }
+        sync_dir(&dir)?;
+        let durable = active.next_offset;
+        Ok(PartitionLog {
+            dir,
+            config,
+            state: RwLock::new(LogState {
+                sealed,
+                active,
+                log_start_offset: log_start,
+            }),
+            writer: Mutex::new(()),
+            status: Mutex::new(Status::default()),
+            durable: Mutex::new(Durable {
+                offset: durable,
+                epoch: 0,
+            }),
+            recovery,
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// Number of successful [`PartitionLog::sync`] calls (fdatasyncs on the write path).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Lowest readable offset.
+    pub fn log_start_offset(&self) -> u64 {
+        self.state.read().log_start_offset
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.state.read().active.next_offset
+    }
+
+    /// Offsets below this are on disk (fdatasync returned after they were written).
+    pub fn durable_offset(&self) -> u64 {
+        self.durable.lock().offset
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
+        let (slots, active) = {
+            let st = self.state.read();
+            let slots: Vec<_> = st.sealed.values().cloned().collect();
+            (slots, (st.active.base_offset, st.active.size))
+        };
+        let mut out = Vec::with_capacity(slots.len() + 1);
+        for slot in slots {
+            out.push(SegmentInfo {
+                base_offset: slot.base_offset,
+                size_bytes: slot.size()?,
+                active: false,
+            });
+        }
+        out.push(SegmentInfo {
+            base_offset: active.0,
+            size_bytes: active.1,
+            active: true,
+        });
+        Ok(out)
+    }
+
+    /// Total bytes of all segment `.log` files.
+    pub fn size_bytes(&self) -> Result<u64> {
+        Ok(self.segments()?.iter().map(|s| s.size_bytes).sum())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let status = self.status.lock();
+        if status.closed {
+            return Err(LogError::Closed {
+                dir: self.dir.clone(),
+            });
+        }
+        if let Some(reason) = &status.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn fail(&self, error: &LogError) {
+        let mut status = self.status.lock();
+        if status.failed.is_none() {
+            tracing::error!(dir = %self.dir.display(), %error, "log failed; refusing writes until reopened");
+            status.failed = Some(error.to_string());
+        }
+    }
+
+    /// Appends one batch; see [`PartitionLog::append`].
+    pub fn append_batch(&self, batch: ValidatedBatch, leader_epoch: i32) -> Result<Range<u64>> {
+        self.append(&mut [batch], leader_epoch)
+    }
+
+    /// Appends `batches` in order, assigning consecutive offsets and stamping `leader_epoch`;
+    /// returns the offsets assigned. Does not sync: call [`PartitionLog::sync`] (or use
+    /// [`super::GroupCommit`]) to make them durable. Either every batch is appended or none is.
+    pub fn append(&self, batches: &mut [ValidatedBatch], leader_epoch: i32) -> Result<Range<u64>> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        let start = self.log_end_offset();
+        match self.append_locked(batches, leader_epoch) {
+            Ok(end) => Ok(start..end),
+            Err(error) => {
+                if let Err(undo) = self.undo_append(start) {
+                    self.fail(&undo);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn append_locked(&self, batches: &mut [ValidatedBatch], leader_epoch: i32) -> Result<u64> {
+        let now = now_ms();
+        let mut i = 0;
+        while i < batches.len() {
+            let (file, path, base, mut pos, mut next, mut max_ts, room, empty, age_ms) = {
+                let st = self.state.read();
+                let a = &st.active;
+                (
+                    a.file.clone(),
+                    a.log_path.clone(),
+                    a.base_offset,
+                    a.size,
+                    a.next_offset,
+                    a.max_timestamp_ms,
+                    self.config.index_capacity().saturating_sub(a.index.len()),
+                    a.size == 0,
+                    now.saturating_sub(a.opened_at_ms),
+                )
+            };
+            if !empty && age_ms >= self.config.segment_max_age_ms as i64 {
+                self.roll_locked()?;
+                continue;
+            }
+            let mut entries = Vec::new();
+            let mut end = i;
+            while end < batches.len() && entries.len() < room {
+                let len = batches[end].len() as u64;
+                let last = next + batches[end].header().last_offset_delta as u64;
+                let fits = (pos == 0 || pos + len <= self.config.segment_max_bytes)
+                    && last - base <= u32::MAX as u64;
+                if !fits {
+                    break;
+                }
+                let batch = &mut batches[end];
+                batch.assign(next, leader_epoch);
+                max_ts = max_ts.max(batch.header().max_timestamp);
+                entries.push(IndexEntry {
+                    relative_offset: (next - base) as u32,
+                    position: pos as u32,
+                    max_timestamp_ms: max_ts,
+                });
+                pos += len;
+                next = batch.header().next_offset();
+                end += 1;
+            }
+            if end == i {
+                if empty {
+                    return Err(LogError::InvalidConfig(
+                        "batch does not fit an empty segment".into(),
+                    ));
+                }
+                self.roll_locked()?;
+                continue;
+            }
+            write_all_batches(&file, &batches[i..end]).at(&path)?;
+            let mut st = self.state.write();
+            let a = &mut st.active;
+            for entry in entries {
+                a.index.push(entry);
+            }
+            if a.size == 0 {
+                a.opened_at_ms = now;
+            }
+            a.size = pos;
+            a.next_offset = next;
+            a.max_timestamp_ms = max_ts;
+            i = end;
+        }
+        Ok(self.log_end_offset())
+    }
+
+    /// After a failed append: drop unpublished bytes, then anything this call published.
+    fn undo_append(&self, start: u64) -> Result<()> {
+        {
+            let st = self.state.read();
+            let a = &st.active;
+            a.file.set_len(a.size).at(&a.log_path)?;
+            (&*a.file).seek(SeekFrom::Start(a.size)).at(&a.log_path)?;
+        }
+        self.truncate_locked(start)
+    }
+
+    /// Makes everything appended so far durable (fdatasync of the active segment; sealed
+    /// segments were synced when they rolled). Safe to call concurrently with `append`.
+    /// Returns the durable end offset. A failed fdatasync fails the log: the page cache state
+    /// is unknown after it, so writes are refused until the log is reopened and re-validated.
+    pub fn sync(&self) -> Result<u64> {
+        self.check_writable()?;
+        let epoch = self.durable.lock().epoch;
+        let (file, path, next) = {
+            let st = self.state.read();
+            (
+                st.active.file.clone(),
+                st.active.log_path.clone(),
+                st.active.next_offset,
+            )
+        };
+        if let Err(e) = file.sync_data() {
+            let error = LogError::io(&path, e);
+            self.fail(&error);
+            return Err(error);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(self.mark_durable(next, epoch))
+    }
+
+    fn mark_durable(&self, offset: u64, epoch: u64) -> u64 {
+        let mut durable = self.durable.lock();
+        if durable.epoch == epoch && offset > durable.offset {
+            durable.offset = offset;
+        }
+        durable.offset
+    }
+
+    /// Seals the active segment and starts a new one (no-op if the active one is empty).
+    pub fn roll(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        self.roll_locked()
+    }
+
+    pub(crate) fn roll_locked(&self) -> Result<()> {
+        let epoch = self.durable.lock().epoch;
+        let (file, path, next) = {
+            let st = self.state.read();
+            if st.active.size == 0 {
+                return Ok(());
+            }
+            (
+                st.active.file.clone(),
+                st.active.log_path.clone(),
+                st.active.next_offset,
+            )
+        };
+        // A sealed segment is trusted without a scan on open, so it must be fully on disk.
+        file.sync_data().at(&path)?;
+        self.state.read().active.index.trim_and_sync()?;
+        remove_segment_files(&self.dir, next)?;
+        let (fresh, _) =
+            ActiveSegment::open(&self.dir, next, self.config.index_capacity(), now_ms())?;
+        sync_dir(&self.dir)?;
+        let old = {
+            let mut st = self.state.write();
+            let old = std::mem::replace(&mut st.active, fresh);
+            st.sealed.insert(
+                old.base_offset,
+                SegmentSlot::new(&self.dir, old.base_offset, Some(old.size)),
+            );
+            old
+        };
+        drop(old);
+        self.mark_durable(next, epoch);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to about
+    /// `max_bytes` (at least one batch is returned if any exists). Sealed segments are read
+    /// without copying. Every returned batch has passed its CRC check.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_up_to(offset, max_bytes, u64::MAX)
+    }
+
+    /// Like [`PartitionLog::read`], but returns only batches whose last offset is below
+    /// `max_offset` (for example the commit index or the durable offset).
+    pub fn read_up_to(&self, offset: u64, max_bytes: usize, max_offset: u64) -> Result<ReadResult> {
+        let mut after: Option<u64> = None;
+        let mut restarts = 0;
+        loop {
+            let (target, empty) = {
+                let st = self.state.read();
+                let (start, end) = (st.log_start_offset, st.active.next_offset);
+                if offset < start || offset > end {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        log_start_offset: start,
+                        log_end_offset: end,
+                    });
+                }
+                let empty = ReadResult {
+                    batches: Bytes::new(),
+                    next_offset: offset,
+                    log_start_offset: start,
+                    log_end_offset: end,
+                };
+                if offset == end || offset >= max_offset {
+                    return Ok(empty);
+                }
+                let sealed = match after {
+                    None if offset >= st.active.base_offset => None,
+                    None => st
+                        .sealed
+                        .range(..=offset)
+                        .next_back()
+                        .or_else(|| st.sealed.iter().next())
+                        .map(|(_, slot)| slot.clone()),
+                    Some(base) => st.sealed.range(base + 1..).next().map(|(_, s)| s.clone()),
+                };
+                let target = match sealed {
+                    Some(slot) => Target::Sealed(slot),
+                    None => match st.active.read_range(offset) {
+                        Some((start, end)) => Target::Active {
+                            file: st.active.file.clone(),
+                            path: st.active.log_path.clone(),
+                            start,
+                            end,
+                        },
+                        None => Target::Nothing,
+                    },
+                };
+                (target, empty)
+            };
+            let read = match target {
+                Target::Nothing => return Ok(empty),
+                Target::Active {
+                    file,
+                    path,
+                    start,
+                    end,
+                } => read_active(&file, &path, start, end, offset, max_bytes, max_offset)?,
+                Target::Sealed(slot) => match self.load_slot(&slot)? {
+                    Some(seg) => match seg.read(offset, max_bytes, max_offset)? {
+                        SegmentRead::Exhausted => {
+                            after = Some(slot.base_offset);
+                            continue;
+                        }
+                        other => other,
+                    },
+                    None => {
+                        // Replaced by compaction or deleted by retention: look up again.
+                        restarts += 1;
+                        if restarts > 64 {
+                            return Err(LogError::io(
+                                &self.dir,
+                                std::io::Error::other("segment map kept changing during a read"),
+                            ));
+                        }
+                        after = None;
+                        continue;
+                    }
+                },
+            };
+            return Ok(match read {
+                SegmentRead::Data { bytes, next_offset } => ReadResult {
+                    batches: bytes,
+                    next_offset,
+                    ..empty
+                },
+                SegmentRead::Exhausted | SegmentRead::Limit => empty,
+            });
+        }
+    }
+
+    /// Maps a sealed segment; a segment deleted between lookup and load counts as retired.
+    fn load_slot(&self, slot: &SegmentSlot) -> Result<Option<Arc<SealedSegment>>> {
+        match slot.load() {
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Removes every batch after `offset` (keeps `offset`). See [`PartitionLog::truncate_from`].
+    pub fn truncate_after(&self, offset: u64) -> Result<()> {
+        self.truncate_from(offset.saturating_add(1))
+    }
+
+    /// Removes every batch with offsets at or after `offset`, which must be a batch boundary
+    /// (Raft conflict resolution). Durable when it returns. Afterwards the log ends at the end
+    /// of the last kept batch (which is `offset` unless compaction left a gap before it).
+    pub fn truncate_from(&self, offset: u64) -> Result<()> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        self.truncate_locked(offset)
+    }
+
+    pub(crate) fn truncate_locked(&self, offset: u64) -> Result<()> {
+        let (end, active_base) = {
+            let st = self.state.read();
+            (st.active.next_offset, st.active.base_offset)
+        };
+        if offset >= end {
+            return Ok(());
+        }
+        if offset >= active_base {
+            self.truncate_active(offset)?;
+        } else {
+            self.truncate_into_sealed(offset)?;
+        }
+        let new_end = self.log_end_offset();
+        {
+            let mut durable = self.durable.lock();
+            durable.epoch += 1;
+            durable.offset = durable.offset.min(new_end);
+        }
+        let start = self.log_start_offset();
+        if new_end < start {
+            write_log_start(&self.dir, new_end)?;
+            self.state.write().log_start_offset = new_end;
+        }
+        Ok(())
+    }
+
+    fn truncate_active(&self, offset: u64) -> Result<()> {
+        let (file, path, keep, cut) = {
+            let st = self.state.read();
+            let a = &st.active;
+            let (keep, cut) = find_cut(
+                a.index.len(),
+                |i| a.index.entry(i),
+                |pos| read_header(&a.file, &a.log_path, pos),
+                a.base_offset,
+                offset,
+            )?;
+            (a.file.clone(), a.log_path.clone(), keep, cut)
+        };
+        file.set_len(cut).at(&path)?;
+        file.sync_data().at(&path)?;
+        (&*file).seek(SeekFrom::Start(cut)).at(&path)?;
+        let mut st = self.state.write();
+        let a = &mut st.active;
+        a.index.set_len(keep);
+        a.size = cut;
+        match a.index.last() {
+            Some(last) => {
+                let header = read_header(&a.file, &a.log_path, last.position as u64)?;
+                a.next_offset = header.next_offset();
+                a.max_timestamp_ms = last.max_timestamp_ms;
+            }
+            None => {
+                a.next_offset = offset.min(a.base_offset.max(offset));
+                a.max_timestamp_ms = i64::MIN;
+            }
+        }
+        Ok(())
+    }
+
+    fn truncate_into_sealed(&self, offset: u64) -> Result<()> {
+        let (target, doomed, active_base) = {
+            let st = self.state.read();
+            let target = st
+                .sealed
+                .range(..offset)
+                .next_back()
+                .map(|(_, s)| s.clone());
+            let doomed: Vec<u64> = st.sealed.range(offset..).map(|(b, _)| *b).collect();
+            (target, doomed, st.active.base_offset)
+        };
+        // Newest first, so that a crash part-way leaves a shorter but gap-free log.
+        remove_segment_files(&self.dir, active_base)?;
+        for base in doomed.iter().rev() {
+            remove_segment_files(&self.dir, *base)?;
+        }
+        sync_dir(&self.dir)?;
+        let new_base = match &target {
+            None => offset,
+            Some(slot) => {
+                let seg = self.load_slot(slot)?.ok_or_else(|| {
+                    LogError::io(
+                        &self.dir,
+                        std::io::Error::other("segment vanished during truncation"),
+                    )
+                })?;
+                let (keep, cut) = find_cut(
+                    seg.index.len(),
+                    |i| seg.index.entry(i),
+                    |pos| {
+                        BatchHeader::parse(seg.data.get(pos as usize..).unwrap_or(&[]))
+                            .map_err(|e| LogError::corruption(&seg.log_path, pos, e))
+                    },
+                    seg.base_offset,
+                    offset,
+                )?;
+                if cut < seg.size() {
+                    rewrite_prefix(&self.dir, &seg, keep, cut)?;
+                }
+                seg.base_offset
+            }
+        };
+        let (active, _) =
+            ActiveSegment::open(&self.dir, new_base, self.config.index_capacity(), now_ms())?;
+        sync_dir(&self.dir)?;
+        let retired = {
+            let mut st = self.state.write();
+            let retired = st.sealed.split_off(&new_base);
+            st.active = active;
+            if target.is_none() {
+                st.log_start_offset = st.log_start_offset.min(new_base);
+            }
+            retired
+        };
+        for slot in retired.values() {
+            slot.retire();
+        }
+        if target.is_none() {
+            write_log_start(&self.dir, self.log_start_offset())?;
+        }
+        Ok(())
+    }
+
+    /// Makes `offset` the log start: offsets below it become unreadable and segments wholly
+    /// below it are deleted. Fails with `OffsetOutOfRange` beyond the log end. Returns the
+    /// number of segments deleted.
+    pub fn delete_before(&self, offset: u64) -> Result<usize> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        self.delete_before_locked(offset).map(|(n, _)| n)
+    }
+
+    fn delete_before_locked(&self, offset: u64) -> Result<(usize, u64)> {
+        let (start, end, active_size) = {
+            let st = self.state.read();
+            (st.log_start_offset, st.active.next_offset, st.active.size)
+        };
+        if offset <= start {
+            return Ok((0, 0));
+        }
+        if offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        write_log_start(&self.dir, offset)?;
+        self.state.write().log_start_offset = offset;
+        if offset == end && active_size > 0 {
+            self.roll_locked()?;
+        }
+        let doomed: Vec<Arc<SegmentSlot>> = {
+            let mut st = self.state.write();
+            let bases: Vec<u64> = st
+                .sealed
+                .keys()
+                .copied()
+                .filter(|b| st.next_base(*b) <= offset)
+                .collect();
+            bases.iter().filter_map(|b| st.sealed.remove(b)).collect()
+        };
+        let mut bytes = 0;
+        for slot in &doomed {
+            bytes += slot.size().unwrap_or(0);
+            slot.retire();
+            remove_segment_files(&self.dir, slot.base_offset)?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok((doomed.len(), bytes))
+    }
+
+    /// Deletes the oldest sealed segments that retention allows: while the log minus that
+    /// segment is still at least `retention_bytes`, or while the segment's newest record is
+    /// older than `retention_ms` before `now_ms`. The active segment is never deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        let (slots, active_base, active_size) = {
+            let st = self.state.read();
+            let slots: Vec<_> = st.sealed.values().cloned().collect();
+            (slots, st.active.base_offset, st.active.size)
+        };
+        let mut sizes = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            sizes.push(slot.size()?);
+        }
+        let mut total: u64 = sizes.iter().sum::<u64>() + active_size;
+        let mut cut = None;
+        for (i, slot) in slots.iter().enumerate() {
+            let by_bytes = self
+                .config
+                .retention_bytes
+                .is_some_and(|max| total - sizes[i] >= max);
+            let by_age = match self.config.retention_ms {
+                Some(ms) if !by_bytes => match self.load_slot(slot)? {
+                    Some(seg) => seg.max_timestamp_ms < now_ms.saturating_sub(ms as i64),
+                    None => false,
+                },
+                _ => false,
+            };
+            if !(by_bytes || by_age) {
+                break;
+            }
+            total -= sizes[i];
+            cut = Some(
+                slots
+                    .get(i + 1)
+                    .map(|s| s.base_offset)
+                    .unwrap_or(active_base),
+            );
+        }
+        let Some(cut) = cut else {
+            return Ok(RetentionReport {
+                log_start_offset: self.log_start_offset(),
+                ..RetentionReport::default()
+            });
+        };
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        let (segments_deleted, bytes_deleted) = self.delete_before_locked(cut)?;
+        if segments_deleted > 0 {
+            tracing::info!(dir = %self.dir.display(), segments_deleted, bytes_deleted,
+                log_start_offset = cut, "retention deleted segments");
+        }
+        Ok(RetentionReport {
+            segments_deleted,
+            bytes_deleted,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Clean close: sync and trim the active index. Later writes fail with `Closed`; reads still work.
+    pub fn close(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        if self.status.lock().closed {
+            return Ok(());
+        }
+        self.sync()?;
+        self.state.read().active.index.trim_and_sync()?;
+        self.status.lock().closed = true;
+        Ok(())
+    }
+}
+
+/// Finds where to cut a segment so that offsets `>= offset` are removed: `(entries kept, byte
+/// position)`. Fails if `offset` is inside a batch.
+fn find_cut(
+    entries: usize,
+    entry: impl Fn(usize) -> IndexEntry,
+    header_at: impl Fn(u64) -> Result<BatchHeader>,
+    base: u64,
+    offset: u64,
+) -> Result<(usize, u64)> {
+    let relative = offset.saturating_sub(base).min(u32::MAX as u64) as u32;
+    // Last entry whose relative offset is <= relative.
+    let (mut lo, mut hi) = (0usize, entries);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if entry(mid).relative_offset <= relative {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let Some(k) = lo.checked_sub(1) else {
+        return Ok((0, 0));
+    };
+    let e = entry(k);
+    let header = header_at(e.position as u64)?;
+    if header.base_offset == offset {
+        Ok((k, e.position as u64))
+    } else if offset <= header.last_offset() {
+        Err(LogError::NotBatchBoundary {
+            offset,
+            batch_base_offset: header.base_offset,
+            batch_last_offset: header.last_offset(),
+        })
+    } else {
+        Ok((k + 1, e.position as u64 + header.total_len() as u64))
+    }
+}
+
+fn read_header(file: &fs::File, path: &Path, pos: u64) -> Result<BatchHeader> {
+    let head = pread_exact(file, path, pos, BATCH_HEADER_LEN)?;
+    BatchHeader::parse(&head).map_err(|e| LogError::corruption(path, pos, e))
+}
+
+/// Replaces a sealed segment's files by their first `cut` bytes / `keep` entries (write to a
+/// temporary file, fsync, rename): the old mapping stays valid for readers that hold it.
+fn rewrite_prefix(dir: &Path, seg: &SealedSegment, keep: usize, cut: u64) -> Result<()> {
+    let log_path = segment_path(dir, seg.base_offset, "log");
+    let tmp = segment_path(dir, seg.base_offset, "log.tmp");
+    {
+        let mut file = fs::File::create(&tmp).at(&tmp)?;
+        file.write_all(&seg.data[..cut as usize]).at(&tmp)?;
+        file.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, &log_path).at(&log_path)?;
+    let entries: Vec<IndexEntry> = (0..keep).map(|i| seg.index.entry(i)).collect();
+    super::index::SealedIndex::write(&segment_path(dir, seg.base_offset, "index"), &entries)?;
+    sync_dir(dir)
+}
+
+/// Removes a segment's `.log` and `.index` (missing files are fine).
+pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+    for ext in ["log", "index"] {
+        let path = segment_path(dir, base, ext);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all batches with vectored writes at the file's cursor.
+fn write_all_batches(file: &fs::File, batches: &[ValidatedBatch]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batches.iter().map(|b| IoSlice::new(b.as_bytes())).collect();
+    let mut slices = &mut slices[..];
+    let mut writer = file;
+    while !slices.is_empty() {
+        match writer.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_log_start(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(LOG_START_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse() {
+            Ok(offset) => Ok(Some(offset)),
+            Err(_) => {
+                tracing::warn!(path = %path.display(), "unreadable log start offset; using the first segment");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io(&path, e)),
+    }
+}
+
+/// Atomically replaces the log start checkpoint (temp file, fsync, rename, fsync dir).
+fn write_log_start(dir: &Path, offset: u64) -> Result<()> {
+    let path = dir.join(LOG_START_FILE);
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    {
+        let mut file = fs::File::create(&tmp).at(&tmp)?;
+        writeln!(file, "{offset}").at(&tmp)?;
+        file.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, &path).at(&path)?;
+    sync_dir(dir)
+}
