@@ -45,6 +45,9 @@ struct LogBenchArgs {
     /// Records per appended batch.
     #[arg(long, default_value_t = 16)]
     records_per_batch: usize,
+    /// Appends each appender keeps outstanding (Kafka producers default to 5).
+    #[arg(long, default_value_t = 5)]
+    in_flight: usize,
     /// Interleaved rounds (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -63,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 appenders: args.appenders,
                 record_bytes: args.record_bytes,
                 records_per_batch: args.records_per_batch,
+                in_flight: args.in_flight,
                 rounds: args.rounds.max(1),
                 open_small_mib: args.open_small_mib,
                 open_large_mib: args.open_large_mib,

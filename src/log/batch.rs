@@ -294,8 +294,10 @@ impl ValidatedBatch {
             }
             .into());
         }
-        let records = Bytes::copy_from_slice(&bytes[BATCH_HEADER_LEN..]);
-        for (index, record) in RecordIter::new(header, records).enumerate() {
+        // Walk the records on a frozen view (no copy), then take the buffer back.
+        let frozen = bytes.freeze();
+        for (index, record) in RecordIter::new(header, frozen.slice(BATCH_HEADER_LEN..)).enumerate()
+        {
             let record = record?;
             if record.offset != header.base_offset + index as u64 {
                 return Err(BatchError::MalformedRecord {
@@ -305,6 +307,10 @@ impl ValidatedBatch {
                 .into());
             }
         }
+        // Unique again once the record slices are dropped, so this does not copy.
+        let bytes = frozen
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         Ok(ValidatedBatch { bytes, header })
     }
 
