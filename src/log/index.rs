@@ -93,6 +93,19 @@ pub fn floor_entry(buf: &[u8], len: usize, relative: u32) -> Option<usize> {
     lo.checked_sub(1)
 }
 
+/// Extends `file` to `len` bytes with blocks allocated (posix_fallocate).
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// The writable index of the active segment.
 #[derive(Debug)]
 pub struct ActiveIndex {
@@ -123,7 +136,12 @@ impl ActiveIndex {
         let current = file.metadata().at(path)?.len();
         let capacity = capacity.max(current as usize / INDEX_ENTRY_LEN);
         let bytes = (capacity * INDEX_ENTRY_LEN) as u64;
-        if current != bytes {
+        if current < bytes {
+            // Reserve real blocks: a store through the mapping into a hole of a sparse file
+            // raises SIGBUS when the disk is full; with the blocks reserved, a full disk shows up
+            // here, as an error.
+            allocate(&file, bytes).at(path)?;
+        } else if current > bytes {
             file.set_len(bytes).at(path)?;
         }
         // SAFETY: the file is ours, opened read-write and sized above; nothing else truncates it

@@ -126,11 +126,22 @@ impl SegmentSlot {
             SlotState::Loaded(seg) => Ok(Some(seg.clone())),
             SlotState::Retired => Ok(None),
             SlotState::Unloaded(_) => {
-                let seg = Arc::new(SealedSegment::load(&self.dir, self.base_offset)?);
+                let seg = Arc::new(SealedSegment::load(&self.dir, self.base_offset, false)?);
                 *state = SlotState::Loaded(seg.clone());
                 Ok(Some(seg))
             }
         }
+    }
+
+    /// Remaps the segment with its index rebuilt from the log. `None` if the slot was retired.
+    pub(crate) fn reload_rebuilding_index(&self) -> Result<Option<Arc<SealedSegment>>> {
+        let mut state = self.state.lock();
+        if matches!(*state, SlotState::Retired) {
+            return Ok(None);
+        }
+        let seg = Arc::new(SealedSegment::load(&self.dir, self.base_offset, true)?);
+        *state = SlotState::Loaded(seg.clone());
+        Ok(Some(seg))
     }
 
     /// Size of the `.log` file, without mapping it.
@@ -569,13 +580,24 @@ impl PartitionLog {
                 st.active.next_offset,
             )
         };
-        // A sealed segment is trusted without a scan on open, so it must be fully on disk.
-        file.sync_data().at(&path)?;
-        self.state.read().active.index.trim_and_sync()?;
+        // Create the next segment first: if that fails (disk full) the active one is untouched.
         remove_segment_files(&self.dir, next)?;
-        let (fresh, _) =
-            ActiveSegment::open(&self.dir, next, self.config.index_capacity(), now_ms())?;
-        sync_dir(&self.dir)?;
+        let fresh = ActiveSegment::open(&self.dir, next, self.config.index_capacity(), now_ms())
+            .map(|(fresh, _)| fresh)
+            .inspect_err(|_| {
+                let _ = remove_segment_files(&self.dir, next);
+            })?;
+        // A sealed segment is trusted without a scan on open, so it must be fully on disk.
+        if let Err(e) = file.sync_data() {
+            let _ = remove_segment_files(&self.dir, next);
+            let error = LogError::io(&path, e);
+            self.fail(&error);
+            return Err(error);
+        }
+        // Trim while the segment is still active: its readers only touch published entries,
+        // whereas a reader mapping it as sealed scans the whole file. Once trimmed, its mapping
+        // must never be written again, so the swap happens whatever the outcome.
+        let trimmed = self.state.read().active.index.trim_and_sync();
         let old = {
             let mut st = self.state.write();
             let old = std::mem::replace(&mut st.active, fresh);
@@ -586,6 +608,11 @@ impl PartitionLog {
             old
         };
         drop(old);
+        // The new segment's directory entry must be durable before anything is acknowledged in it.
+        if let Err(error) = trimmed.and_then(|_| sync_dir(&self.dir)) {
+            self.fail(&error);
+            return Err(error);
+        }
         self.mark_durable(next, epoch);
         Ok(())
     }
@@ -654,27 +681,29 @@ impl PartitionLog {
                     start,
                     end,
                 } => read_active(&file, &path, start, end, offset, max_bytes, max_offset)?,
-                Target::Sealed(slot) => match self.load_slot(&slot)? {
-                    Some(seg) => match seg.read(offset, max_bytes, max_offset)? {
-                        SegmentRead::Exhausted => {
+                Target::Sealed(slot) => {
+                    match self.read_sealed(&slot, offset, max_bytes, max_offset)? {
+                        Some(SegmentRead::Exhausted) => {
                             after = Some(slot.base_offset);
                             continue;
                         }
-                        other => other,
-                    },
-                    None => {
-                        // Replaced by compaction or deleted by retention: look up again.
-                        restarts += 1;
-                        if restarts > 64 {
-                            return Err(LogError::io(
-                                &self.dir,
-                                std::io::Error::other("segment map kept changing during a read"),
-                            ));
+                        Some(read) => read,
+                        None => {
+                            // Replaced by compaction or deleted by retention: look up again.
+                            restarts += 1;
+                            if restarts > 64 {
+                                return Err(LogError::io(
+                                    &self.dir,
+                                    std::io::Error::other(
+                                        "segment map kept changing during a read",
+                                    ),
+                                ));
+                            }
+                            after = None;
+                            continue;
                         }
-                        after = None;
-                        continue;
                     }
-                },
+                }
             };
             return Ok(match read {
                 SegmentRead::Data { bytes, next_offset } => ReadResult {
@@ -682,8 +711,39 @@ impl PartitionLog {
                     next_offset,
                     ..empty
                 },
-                SegmentRead::Exhausted | SegmentRead::Limit => empty,
+                SegmentRead::Exhausted | SegmentRead::Limit | SegmentRead::IndexMismatch => empty,
             });
+        }
+    }
+
+    /// Reads one sealed segment, rebuilding its index once if a lookup hits a bad entry.
+    /// `None` if the slot was retired (or its files deleted) meanwhile.
+    fn read_sealed(
+        &self,
+        slot: &SegmentSlot,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<Option<SegmentRead>> {
+        let Some(seg) = self.load_slot(slot)? else {
+            return Ok(None);
+        };
+        let read = seg.read(offset, max_bytes, max_offset)?;
+        if !matches!(read, SegmentRead::IndexMismatch) {
+            return Ok(Some(read));
+        }
+        tracing::warn!(segment = %seg.log_path.display(),
+            "index entry does not match the log; rebuilding the index");
+        let Some(seg) = slot.reload_rebuilding_index()? else {
+            return Ok(None);
+        };
+        match seg.read(offset, max_bytes, max_offset)? {
+            SegmentRead::IndexMismatch => Err(LogError::corruption(
+                &seg.log_path,
+                0,
+                "index does not match the log even after a rebuild",
+            )),
+            read => Ok(Some(read)),
         }
     }
 
@@ -765,7 +825,8 @@ impl PartitionLog {
                 a.max_timestamp_ms = last.max_timestamp_ms;
             }
             None => {
-                a.next_offset = offset.min(a.base_offset.max(offset));
+                // Same answer a reopen gives for an empty segment.
+                a.next_offset = a.base_offset;
                 a.max_timestamp_ms = i64::MIN;
             }
         }
@@ -783,14 +844,9 @@ impl PartitionLog {
             let doomed: Vec<u64> = st.sealed.range(offset..).map(|(b, _)| *b).collect();
             (target, doomed, st.active.base_offset)
         };
-        // Newest first, so that a crash part-way leaves a shorter but gap-free log.
-        remove_segment_files(&self.dir, active_base)?;
-        for base in doomed.iter().rev() {
-            remove_segment_files(&self.dir, *base)?;
-        }
-        sync_dir(&self.dir)?;
-        let new_base = match &target {
-            None => offset,
+        // Find (and check) the cut before deleting anything.
+        let cut = match &target {
+            None => None,
             Some(slot) => {
                 let seg = self.load_slot(slot)?.ok_or_else(|| {
                     LogError::io(
@@ -808,6 +864,18 @@ impl PartitionLog {
                     seg.base_offset,
                     offset,
                 )?;
+                Some((seg, keep, cut))
+            }
+        };
+        // Newest first, so that a crash part-way leaves a shorter but gap-free log.
+        remove_segment_files(&self.dir, active_base)?;
+        for base in doomed.iter().rev() {
+            remove_segment_files(&self.dir, *base)?;
+        }
+        sync_dir(&self.dir)?;
+        let new_base = match cut {
+            None => offset,
+            Some((seg, keep, cut)) => {
                 if cut < seg.size() {
                     rewrite_prefix(&self.dir, &seg, keep, cut)?;
                 }

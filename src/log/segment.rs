@@ -158,6 +158,8 @@ pub enum SegmentRead {
     Exhausted,
     /// The next batch ends at or beyond `max_offset`: nothing may be returned yet.
     Limit,
+    /// The index entry for the offset does not point at the batch it names: rebuild the index.
+    IndexMismatch,
 }
 
 /// Collects whole batches from `data` starting at `pos`, skipping batches that end before
@@ -423,7 +425,8 @@ impl SealedSegment {
     /// Maps a sealed segment. The index is checked in O(1) (its last entry must point at the
     /// last batch, which must end exactly at the end of the file); if that fails the index is
     /// rebuilt from the log and written back.
-    pub fn load(dir: &Path, base_offset: u64) -> Result<Self> {
+    /// `rebuild_index` forces the rebuild (after a lookup found a bad entry).
+    pub fn load(dir: &Path, base_offset: u64, rebuild_index: bool) -> Result<Self> {
         let log_path = segment_path(dir, base_offset, "log");
         let index_path = segment_path(dir, base_offset, "index");
         let file = File::open(&log_path).at(&log_path)?;
@@ -431,6 +434,7 @@ impl SealedSegment {
         let len = data.len() as u64;
         let mut index = SealedIndex::open(&index_path, len)?;
         let last_ok = match index.last() {
+            _ if rebuild_index => false,
             None => len == 0,
             Some(e) => entry_matches(&data, base_offset, e)
                 .is_some_and(|h| e.position as u64 + h.total_len() as u64 == len),
@@ -482,11 +486,7 @@ impl SealedSegment {
             BatchHeader::parse(self.data.get(entry.position as usize..).unwrap_or(&[]))
                 .is_ok_and(|h| h.base_offset == self.base_offset + entry.relative_offset as u64);
         if !points_at_batch {
-            return Err(LogError::corruption(
-                &self.log_path,
-                entry.position as u64,
-                "index entry does not point at a valid batch with the expected offset",
-            ));
+            return Ok(SegmentRead::IndexMismatch);
         }
         let valid = &self.data[..self.valid_len as usize];
         match walk(
