@@ -132,7 +132,7 @@ fn raw_write(dir: &Path, total: u64, sync_every_mib: u64) -> Result<f64, LogErro
         while written < total {
             file.write_all(&chunk).at(&path)?;
             written += MIB;
-            if sync_every_mib > 0 && (written / MIB) % sync_every_mib == 0 {
+            if sync_every_mib > 0 && (written / MIB).is_multiple_of(sync_every_mib) {
                 file.sync_data().at(&path)?;
             }
         }
@@ -213,10 +213,10 @@ fn group_commit_run(
                     let batch = ValidatedBatch::new(template.clone(), max)?;
                     let writer = writer.clone();
                     outstanding.push_back(async move { writer.append(batch, 0).await });
-                    if outstanding.len() >= in_flight {
-                        if let Some(done) = outstanding.next().await {
-                            done?;
-                        }
+                    if outstanding.len() >= in_flight
+                        && let Some(done) = outstanding.next().await
+                    {
+                        done?;
                     }
                 }
                 while let Some(done) = outstanding.next().await {
