@@ -314,11 +314,12 @@ fn crash_appends() {
             truncations += 1;
         }
         let records = common::read_all(&log);
-        let mut expected_offset = 0;
         let mut by_offset = HashMap::new();
-        for record in &records {
-            assert_eq!(record.offset, expected_offset, "offsets must be contiguous");
-            expected_offset += 1;
+        for (expected_offset, record) in records.iter().enumerate() {
+            assert_eq!(
+                record.offset, expected_offset as u64,
+                "offsets must be contiguous"
+            );
             let (id, _) = check_self_consistent(record);
             by_offset.insert(record.offset, id);
         }
