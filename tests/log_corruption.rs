@@ -117,7 +117,7 @@ fn torn_write_at_the_tail_is_truncated_on_open() {
     drop(log);
     // Half of a further batch reached the disk.
     let mut extra = common::batch(&[common::record("k", &[7u8; 300], 1)])
-        .as_bytes()
+        .to_bytes()
         .to_vec();
     extra[0..8].copy_from_slice(&(end as i64).to_be_bytes());
     extra.truncate(extra.len() / 2);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{median, quantile};
@@ -25,48 +25,52 @@ use crate::log::{
     ValidatedBatch, encode_batch,
 };
 
-/// Settings of one benchmark run.
-#[derive(Debug, Clone)]
+/// Settings of one benchmark run (also the flags of `logbook bench log`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LogBenchOptions {
-    /// Working directory (on the disk being measured); emptied first and removed at the end.
+    /// Working directory on the disk to measure (emptied first, removed at the end).
+    #[arg(long, default_value = "target/bench-log")]
     pub dir: PathBuf,
-    /// Bytes written by each raw / durable / no-sync run, in MiB.
+    /// MiB written by each raw, durable and no-sync run.
+    #[arg(long, default_value_t = 512)]
     pub total_mib: u64,
     /// Concurrent appenders.
+    #[arg(long, default_value_t = 64)]
     pub appenders: usize,
-    /// Value size of each record in bytes.
+    /// Value bytes per record.
+    #[arg(long, default_value_t = 1024)]
     pub record_bytes: usize,
-    /// Records per batch sent by an appender.
+    /// Records per appended batch (Kafka's default batch.size of 16 KiB holds 16 such records).
+    #[arg(long, default_value_t = 16)]
     pub records_per_batch: usize,
-    /// Appends each appender keeps outstanding (like a Kafka producer's in-flight requests).
+    /// Appends each appender keeps outstanding (Kafka producers default to 5).
+    #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
     /// Interleaved rounds of raw / durable / no-sync runs (medians are reported).
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Size of the small log for the open-time test, in MiB.
+    /// MiB of the small log in the open-time test.
+    #[arg(long, default_value_t = 100)]
     pub open_small_mib: u64,
-    /// Size of the large log for the open-time test, in MiB.
+    /// MiB of the large log in the open-time test.
+    #[arg(long, default_value_t = 2048)]
     pub open_large_mib: u64,
-    /// Segment size used for the open-time logs, in MiB.
+    /// Segment size (MiB) of the open-time logs.
+    #[arg(long, default_value_t = 128)]
     pub open_segment_mib: u64,
-    /// Random reads to time.
+    /// Random-offset reads to time.
+    #[arg(long, default_value_t = 20_000)]
     pub random_reads: usize,
 }
 
 impl Default for LogBenchOptions {
     fn default() -> Self {
-        LogBenchOptions {
-            dir: PathBuf::from("target/bench-log"),
-            total_mib: 256,
-            appenders: 64,
-            record_bytes: 1024,
-            records_per_batch: 16,
-            in_flight: 5,
-            rounds: 3,
-            open_small_mib: 100,
-            open_large_mib: 2048,
-            open_segment_mib: 128,
-            random_reads: 20_000,
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            options: LogBenchOptions,
         }
+        <Wrapper as clap::Parser>::parse_from(["bench-log"]).options
     }
 }
 
@@ -75,8 +79,8 @@ impl Default for LogBenchOptions {
 pub struct LogBenchSummary {
     /// Raw sequential write + fdatasync, MB/s: the best median among the sync patterns.
     pub raw_mb_s: f64,
-    /// Median MB/s of each raw pattern, by fdatasync interval in MiB (0: only at the end).
-    pub raw_patterns: Vec<(u64, f64)>,
+    /// Median MB/s of each raw pattern, by name.
+    pub raw_patterns: Vec<(String, f64)>,
     /// Latency of one 4 KiB write + fdatasync: p50, p99.
     pub raw_sync_latency: (Duration, Duration),
     /// Durable group-commit appends, MB/s (median).
@@ -118,24 +122,59 @@ fn mb_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
 
-/// How often the raw writer calls fdatasync, in 1 MiB writes (0: once, at the end).
-const RAW_SYNC_EVERY_MIB: [u64; 3] = [0, 1, 8];
+/// Raw patterns: `Some(n)`: one thread, 1 MiB writes, fdatasync every `n` MiB (0: only at the
+/// end); `None`: one thread writing 1 MiB chunks while a second calls fdatasync in a loop.
+const RAW_PATTERNS: [Option<u64>; 4] = [Some(0), Some(1), Some(8), None];
 
-/// Raw sequential write in 1 MiB writes with an fdatasync every `sync_every_mib` MiB and at the end.
-fn raw_write(dir: &Path, total: u64, sync_every_mib: u64) -> Result<f64, LogError> {
+fn raw_pattern_name(pattern: Option<u64>) -> String {
+    match pattern {
+        Some(0) => "raw write, fdatasync at the end".into(),
+        Some(n) => format!("raw write, fdatasync every {n} MiB"),
+        None => "raw write + fdatasync loop in a 2nd thread".into(),
+    }
+}
+
+/// Flushes all dirty pages (outside the timed part), so no run pays for the previous one's.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Raw sequential write of `total` bytes in 1 MiB writes, made durable per `pattern`.
+fn raw_write(dir: &Path, total: u64, pattern: Option<u64>) -> Result<f64, LogError> {
     let path = dir.join("raw.bin");
     let chunk: Vec<u8> = (0..MIB).map(|_| fastrand::u8(..)).collect();
+    settle();
     let start = Instant::now();
     {
         let mut file = fs::File::create(&path).at(&path)?;
-        let mut written = 0;
-        while written < total {
-            file.write_all(&chunk).at(&path)?;
-            written += MIB;
-            if sync_every_mib > 0 && (written / MIB).is_multiple_of(sync_every_mib) {
-                file.sync_data().at(&path)?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let syncer = file.try_clone().at(&path)?;
+        std::thread::scope(|scope| -> Result<(), LogError> {
+            if pattern.is_none() {
+                scope.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = syncer.sync_data();
+                    }
+                });
             }
-        }
+            let mut written = 0;
+            while written < total {
+                let outcome = file.write_all(&chunk);
+                if let Err(e) = outcome {
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(LogError::io(&path, e));
+                }
+                written += MIB;
+                if let Some(every) = pattern.filter(|n| *n > 0)
+                    && (written / MIB).is_multiple_of(every)
+                {
+                    file.sync_data().at(&path)?;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })?;
         file.sync_data().at(&path)?;
     }
     let elapsed = start.elapsed();
@@ -161,7 +200,7 @@ fn raw_sync_latency(dir: &Path, samples: usize) -> Result<(Duration, Duration), 
 }
 
 /// One encoded producer batch of `records` records of `value_bytes` each.
-fn template_batch(records: usize, value_bytes: usize) -> Result<BytesMut, LogError> {
+fn template_batch(records: usize, value_bytes: usize) -> Result<Bytes, LogError> {
     let value: Bytes = (0..value_bytes)
         .map(|_| fastrand::u8(..))
         .collect::<Vec<_>>()
@@ -174,7 +213,7 @@ fn template_batch(records: usize, value_bytes: usize) -> Result<BytesMut, LogErr
             timestamp_ms: crate::log::now_ms(),
         })
         .collect();
-    Ok(encode_batch(&records)?)
+    Ok(encode_batch(&records)?.freeze())
 }
 
 fn bench_config(policy: FsyncPolicy) -> LogConfig {
@@ -191,11 +230,12 @@ fn group_commit_run(
     dir: &Path,
     opts: &LogBenchOptions,
     policy: FsyncPolicy,
-    template: &BytesMut,
+    template: &Bytes,
 ) -> Result<(f64, f64, Arc<PartitionLog>), LogError> {
     let _ = fs::remove_dir_all(dir);
     let log = Arc::new(PartitionLog::open(dir, bench_config(policy))?);
     let writer = Arc::new(GroupCommit::start(log.clone(), policy));
+    settle();
     let batch_bytes = template.len() as u64;
     let batches_total = (opts.total_mib * MIB).div_ceil(batch_bytes);
     let per_appender = batches_total.div_ceil(opts.appenders as u64);
@@ -205,7 +245,8 @@ fn group_commit_run(
         let mut tasks = Vec::new();
         for _ in 0..opts.appenders {
             let writer = writer.clone();
-            let template = template.clone();
+            // Each appender sends its own batch (distinct bytes, as from distinct producers).
+            let template = template_batch(opts.records_per_batch, opts.record_bytes)?;
             let in_flight = opts.in_flight.max(1);
             tasks.push(tokio::spawn(async move {
                 let mut outstanding = futures_util::stream::FuturesOrdered::new();
@@ -280,7 +321,7 @@ fn open_after_unclean_stop(
     dir: &Path,
     mib: u64,
     segment_mib: u64,
-    template: &BytesMut,
+    template: &Bytes,
 ) -> Result<(Duration, usize), LogError> {
     let _ = fs::remove_dir_all(dir);
     let config = LogConfig {
@@ -359,12 +400,12 @@ pub fn run(opts: &LogBenchOptions) -> Result<LogBenchSummary, LogError> {
     );
 
     let mut summary = LogBenchSummary::default();
-    let mut raw: Vec<Vec<f64>> = vec![Vec::new(); RAW_SYNC_EVERY_MIB.len()];
+    let mut raw: Vec<Vec<f64>> = vec![Vec::new(); RAW_PATTERNS.len()];
     let (mut durable, mut nosync, mut per_sync) = (vec![], vec![], vec![]);
     let mut last_log = None;
-    for round in 0..opts.rounds {
-        for (i, every) in RAW_SYNC_EVERY_MIB.iter().enumerate() {
-            raw[i].push(raw_write(dir, total, *every)?);
+    for round in 0..opts.rounds.max(1) {
+        for (i, pattern) in RAW_PATTERNS.iter().enumerate() {
+            raw[i].push(raw_write(dir, total, *pattern)?);
         }
         let best_raw = raw.iter().map(|r| r[round]).fold(0.0, f64::max);
         let (mb, ps, log) = group_commit_run(
@@ -395,10 +436,10 @@ pub fn run(opts: &LogBenchOptions) -> Result<LogBenchSummary, LogError> {
         );
         last_log = Some(log);
     }
-    summary.raw_patterns = RAW_SYNC_EVERY_MIB
+    summary.raw_patterns = RAW_PATTERNS
         .iter()
         .zip(raw.iter_mut())
-        .map(|(every, runs)| (*every, median(runs)))
+        .map(|(pattern, runs)| (raw_pattern_name(*pattern), median(runs)))
         .collect();
     summary.raw_mb_s = summary.raw_patterns.iter().map(|p| p.1).fold(0.0, f64::max);
     summary.durable_mb_s = median(&mut durable);
@@ -430,11 +471,7 @@ pub fn run(opts: &LogBenchOptions) -> Result<LogBenchSummary, LogError> {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!();
     println!("{:<48} {:>14}  note", "measurement", "value");
-    for (every, mb) in &summary.raw_patterns {
-        let pattern = match every {
-            0 => "raw write, fdatasync at the end".to_string(),
-            n => format!("raw write, fdatasync every {n} MiB"),
-        };
+    for (pattern, mb) in &summary.raw_patterns {
         println!("{pattern:<48} {mb:>9.0} MB/s  1 MiB writes");
     }
     println!(

@@ -257,20 +257,31 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Bytes at the start of a batch that the log rewrites: base offset (0..8), batch length
+/// (8..12, unchanged) and partition leader epoch (12..16). None of them is covered by the CRC.
+const PATCHED_PREFIX: usize = 16;
+
 /// A batch that passed every check the log needs before it may be appended: framing, CRC, no
 /// compression or transactions, `records_count` records with offset deltas `0..records_count`,
 /// and every record well-formed. Only constructible through [`ValidatedBatch::new`].
+///
+/// The batch bytes are shared, never copied: the log writes its own 16-byte prefix (with the
+/// assigned base offset and leader epoch) followed by the rest of the original buffer, so a
+/// request buffer received from the network goes to the file with a single copy, the kernel's.
 #[derive(Debug, Clone)]
 pub struct ValidatedBatch {
-    /// The batch bytes (exactly one batch).
-    bytes: BytesMut,
-    /// Its parsed header.
+    /// The batch as received (exactly one batch).
+    bytes: Bytes,
+    /// The first 16 bytes with the assigned base offset and leader epoch.
+    prefix: [u8; PATCHED_PREFIX],
+    /// Its parsed header (with the assigned values).
     header: BatchHeader,
 }
 
 impl ValidatedBatch {
     /// Validates `bytes` as exactly one producer batch of at most `max_batch_bytes`.
-    pub fn new(bytes: BytesMut, max_batch_bytes: usize) -> Result<Self, super::LogError> {
+    pub fn new(bytes: impl Into<Bytes>, max_batch_bytes: usize) -> Result<Self, super::LogError> {
+        let bytes = bytes.into();
         if bytes.len() > max_batch_bytes {
             return Err(super::LogError::RecordTooLarge {
                 size: bytes.len(),
@@ -294,9 +305,7 @@ impl ValidatedBatch {
             }
             .into());
         }
-        // Walk the records on a frozen view (no copy), then take the buffer back.
-        let frozen = bytes.freeze();
-        for (index, record) in RecordIter::new(header, frozen.slice(BATCH_HEADER_LEN..)).enumerate()
+        for (index, record) in RecordIter::new(header, bytes.slice(BATCH_HEADER_LEN..)).enumerate()
         {
             let record = record?;
             if record.offset != header.base_offset + index as u64 {
@@ -307,14 +316,16 @@ impl ValidatedBatch {
                 .into());
             }
         }
-        // Unique again once the record slices are dropped, so this does not copy.
-        let bytes = frozen
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        Ok(ValidatedBatch { bytes, header })
+        let mut prefix = [0u8; PATCHED_PREFIX];
+        prefix.copy_from_slice(&bytes[..PATCHED_PREFIX]);
+        Ok(ValidatedBatch {
+            bytes,
+            prefix,
+            header,
+        })
     }
 
-    /// The parsed header.
+    /// The parsed header (with the base offset and leader epoch the log assigned, once appended).
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -329,15 +340,24 @@ impl ValidatedBatch {
         false
     }
 
-    /// The batch bytes as they will be written.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The batch as it is written: the patched prefix, then the rest of the original bytes.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.prefix, &self.bytes[PATCHED_PREFIX..]]
     }
 
-    /// Sets the base offset and leader epoch in place (neither is covered by the CRC).
+    /// The batch as it is written, in one buffer (copies; for tests and tools).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len());
+        for part in self.parts() {
+            out.extend_from_slice(part);
+        }
+        out.freeze()
+    }
+
+    /// Sets the base offset and leader epoch (neither is covered by the CRC).
     pub(crate) fn assign(&mut self, base_offset: u64, leader_epoch: i32) {
-        self.bytes[0..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
-        self.bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+        self.prefix[0..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        self.prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
         self.header.base_offset = base_offset;
         self.header.partition_leader_epoch = leader_epoch;
     }
@@ -741,10 +761,10 @@ mod tests {
         assert_eq!(batch.header().records_count, 3);
         assert_eq!(batch.header().max_timestamp, 1005);
         batch.assign(42, 7);
-        let stored = check_batch(batch.as_bytes()).unwrap();
+        let stored = check_batch(&batch.to_bytes()).unwrap();
         assert_eq!(stored.base_offset, 42);
         assert_eq!(stored.partition_leader_epoch, 7);
-        let decoded = decode_records(Bytes::copy_from_slice(batch.as_bytes()), 0).unwrap();
+        let decoded = decode_records(batch.to_bytes(), 0).unwrap();
         assert_eq!(decoded.len(), 3);
         for (i, (got, want)) in decoded.iter().zip(&records).enumerate() {
             assert_eq!(got.offset, 42 + i as u64);

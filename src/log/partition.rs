@@ -1099,7 +1099,11 @@ pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
 
 /// Writes all batches with vectored writes at the file's cursor.
 fn write_all_batches(file: &fs::File, batches: &[ValidatedBatch]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = batches.iter().map(|b| IoSlice::new(b.as_bytes())).collect();
+    let mut slices: Vec<IoSlice<'_>> = batches
+        .iter()
+        .flat_map(|b| b.parts())
+        .map(IoSlice::new)
+        .collect();
     let mut slices = &mut slices[..];
     let mut writer = file;
     while !slices.is_empty() {
