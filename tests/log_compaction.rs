@@ -152,6 +152,28 @@ fn compaction_keeps_the_latest_record_per_key_at_its_original_offset() {
 }
 
 #[test]
+fn records_above_the_cleanable_offset_do_not_supersede_older_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config()).unwrap();
+    let now = now_ms();
+    let old = put(&log, "k", &format!("old-{}", "o".repeat(2000)), now);
+    log.roll().unwrap();
+    let boundary = log.log_end_offset();
+    put(&log, "k", &format!("new-{}", "n".repeat(2000)), now);
+    log.roll().unwrap();
+
+    // With replication the newer record may still be truncated away: only segments below the
+    // cleanable offset (the commit index) take part.
+    let report = log.compact_up_to(now, boundary).unwrap();
+    assert_eq!(report.superseded_removed, 0);
+    assert_eq!(contents(&log).first().map(|c| c.0), Some(old));
+    // Once both are below it, the old one goes.
+    let report = log.compact_up_to(now, log.log_end_offset()).unwrap();
+    assert_eq!(report.superseded_removed, 1);
+    assert_eq!(contents(&log).len(), 1);
+}
+
+#[test]
 fn compaction_never_touches_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
     let log = PartitionLog::open(dir.path(), config()).unwrap();

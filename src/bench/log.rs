@@ -491,6 +491,17 @@ pub fn run(opts: &LogBenchOptions) -> Result<LogBenchSummary, LogError> {
         summary.durable_vs_raw(),
         summary.appends_per_sync
     );
+    let sequential = summary
+        .raw_patterns
+        .iter()
+        .filter(|(name, _)| !name.contains("2nd thread"))
+        .map(|p| p.1)
+        .fold(0.0, f64::max);
+    println!(
+        "{:<48} {:>9.2}       durable / best single-thread raw pattern",
+        "durable vs one-thread write+fdatasync",
+        summary.durable_mb_s / sequential
+    );
     println!(
         "{:<48} {:>9.0} MB/s  {:.2} of raw",
         "append (fsync=never)",

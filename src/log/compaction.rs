@@ -192,10 +192,20 @@ fn for_each_batch(
     mut f: impl FnMut(&super::batch::StoredBatch, Option<Vec<Record>>) -> Result<()>,
 ) -> Result<()> {
     let mut pos = 0u64;
+    // Base offsets are outside the CRC: they must start at the segment's base and increase.
+    let mut floor = seg.base_offset;
     for batch in split_batches(seg.data.slice(..seg.valid_len as usize)) {
         let batch = batch.map_err(|e| LogError::corruption(&seg.log_path, pos, e))?;
         let at = pos;
         pos += batch.bytes.len() as u64;
+        if batch.header.base_offset < floor {
+            return Err(LogError::corruption(
+                &seg.log_path,
+                at,
+                "batch offsets go backwards",
+            ));
+        }
+        floor = batch.header.next_offset();
         if batch.header.is_control() {
             f(&batch, None)?;
             continue;
@@ -223,10 +233,28 @@ impl PartitionLog {
         })
     }
 
-    /// One compaction pass over the sealed segments (see the module docs). Appends and reads
-    /// continue while it runs; the writer lock is held only for each swap.
+    /// One compaction pass over the sealed segments below the durable offset; see
+    /// [`PartitionLog::compact_up_to`].
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport> {
-        let slots: Vec<Arc<SegmentSlot>> = self.state.read().sealed.values().cloned().collect();
+        self.compact_up_to(now_ms, self.durable_offset())
+    }
+
+    /// One compaction pass (see the module docs) over the sealed segments that lie wholly
+    /// below `cleanable_offset`. Only records that can no longer be removed may supersede
+    /// older ones, so with replication this is the commit index: a newer record that a
+    /// truncation could still remove must not cost the older one its place. Appends and reads
+    /// continue while it runs; the writer lock is held only for each swap, and a swap is
+    /// abandoned if a truncation happened meanwhile.
+    pub fn compact_up_to(&self, now_ms: i64, cleanable_offset: u64) -> Result<CompactionReport> {
+        let epoch = self.truncation_epoch();
+        let slots: Vec<Arc<SegmentSlot>> = {
+            let st = self.state.read();
+            st.sealed
+                .iter()
+                .filter(|(base, _)| st.next_base(**base) <= cleanable_offset)
+                .map(|(_, slot)| slot.clone())
+                .collect()
+        };
         let mut report = CompactionReport {
             segments_before: slots.len(),
             segments_after: slots.len(),
@@ -288,7 +316,7 @@ impl PartitionLog {
                 j += 1;
             }
             if j - i > 1 || dirty[i] {
-                self.rewrite_group(&slots[i..j], &segs[i..j], &keeper, &mut report)?;
+                self.rewrite_group(&slots[i..j], &segs[i..j], &keeper, epoch, &mut report)?;
             }
             i = j;
         }
@@ -301,6 +329,7 @@ impl PartitionLog {
         slots: &[Arc<SegmentSlot>],
         segs: &[Arc<SealedSegment>],
         keeper: &Keeper<'_>,
+        epoch: u64,
         report: &mut CompactionReport,
     ) -> Result<()> {
         let dir = self.dir().to_path_buf();
@@ -343,9 +372,17 @@ impl PartitionLog {
                     }
                 };
                 let header = super::batch::BatchHeader::parse(&bytes)?;
+                let relative = header
+                    .last_offset()
+                    .checked_sub(base)
+                    .filter(|r| *r <= u32::MAX as u64)
+                    .map(|_| (header.base_offset - base) as u32)
+                    .ok_or_else(|| {
+                        LogError::corruption(&seg.log_path, 0, "batch offset outside its segment")
+                    })?;
                 max_ts = max_ts.max(header.max_timestamp);
                 entries.push(IndexEntry {
-                    relative_offset: (header.base_offset - base) as u32,
+                    relative_offset: relative,
                     position: pos as u32,
                     max_timestamp_ms: max_ts,
                 });
@@ -368,7 +405,7 @@ impl PartitionLog {
         };
 
         let _writer = self.writer.lock();
-        let current = {
+        let current = self.truncation_epoch() == epoch && {
             let st = self.state.read();
             slots.iter().all(|slot| {
                 st.sealed
@@ -410,6 +447,7 @@ impl PartitionLog {
         for slot in slots {
             slot.retire();
         }
+        self.map_changed();
         report.groups_rewritten += 1;
         report.bytes_before += segs.iter().map(|s| s.size()).sum::<u64>();
         report.bytes_after += pos;

@@ -70,6 +70,16 @@ pub enum LogError {
         batch_last_offset: u64,
     },
 
+    /// An append was removed by a truncation (Raft conflict resolution) before it became
+    /// durable; it was never acknowledged.
+    #[error("append at offsets {start}..{end} was truncated away before it became durable")]
+    Truncated {
+        /// First offset the append had been given.
+        start: u64,
+        /// Offset after its last record.
+        end: u64,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

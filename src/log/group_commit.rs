@@ -39,6 +39,8 @@ struct Pending {
 struct Written {
     replies: Vec<(Reply, Range<u64>)>,
     end: u64,
+    /// Truncation epoch they were written in: if it moved, they may be gone.
+    epoch: u64,
 }
 
 /// The asynchronous, group-committing front of a [`PartitionLog`].
@@ -189,8 +191,8 @@ fn writer_loop(
             let (mut batches, replies): (Vec<_>, Vec<_>) =
                 group.drain(..).map(|p| (p.batch, p.reply)).unzip();
             group = rest;
-            match log.append(&mut batches, epoch) {
-                Ok(range) => {
+            match log.append_in_epoch(&mut batches, epoch) {
+                Ok((range, truncation_epoch)) => {
                     let replies = replies
                         .into_iter()
                         .zip(&batches)
@@ -199,6 +201,7 @@ fn writer_loop(
                     let written = Written {
                         replies,
                         end: range.end,
+                        epoch: truncation_epoch,
                     };
                     match &to_syncer {
                         Some(syncer) => {
@@ -227,6 +230,7 @@ fn closed(log: &PartitionLog) -> LogError {
 
 fn acknowledge(written: Written, outcome: Result<()>, acked: &watch::Sender<u64>) {
     if outcome.is_ok() {
+        // Under `fsync = always` the syncer only calls this once the group is durable.
         acked.send_if_modified(|end| {
             let moved = written.end > *end;
             *end = (*end).max(written.end);
@@ -239,6 +243,18 @@ fn acknowledge(written: Written, outcome: Result<()>, acked: &watch::Sender<u64>
     }
 }
 
+/// The outcome of a sync for one written group: durable, or truncated away in between.
+fn synced(log: &PartitionLog, group: &Written, sync: &Result<u64>) -> Result<()> {
+    match sync {
+        Err(e) => Err(e.clone()),
+        Ok(durable) if *durable >= group.end && log.truncation_epoch() == group.epoch => Ok(()),
+        Ok(_) => Err(LogError::Truncated {
+            start: group.replies.first().map_or(group.end, |(_, r)| r.start),
+            end: group.end,
+        }),
+    }
+}
+
 fn syncer_loop(
     log: &PartitionLog,
     written: std_mpsc::Receiver<Written>,
@@ -247,9 +263,10 @@ fn syncer_loop(
     while let Ok(first) = written.recv() {
         let mut groups = vec![first];
         groups.extend(written.try_iter());
-        let outcome = log.sync().map(|_| ());
+        let sync = log.sync();
         for group in groups {
-            acknowledge(group, outcome.clone(), acked);
+            let outcome = synced(log, &group, &sync);
+            acknowledge(group, outcome, acked);
         }
     }
 }

@@ -16,7 +16,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{Mmap, MmapMut, MmapOptions};
+use parking_lot::Mutex;
+use std::os::unix::fs::FileExt;
 
 use super::error::{IoContext, Result};
 
@@ -107,18 +109,26 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
 }
 
 /// The writable index of the active segment.
+///
+/// The mapping is private (copy-on-write): entries are written to memory on append and reach the
+/// file only through [`ActiveIndex::persist`], which the log calls after the fdatasync that made
+/// the batches they point at durable. So the index on disk never points past durable log data,
+/// and recovery can trust it up to its last entry even after a power loss that kept some pages
+/// and lost others.
 #[derive(Debug)]
 pub struct ActiveIndex {
     /// Path of the `.index` file.
     path: PathBuf,
-    /// The open file (kept for trimming and syncing).
+    /// The open file, written with `pwrite`.
     file: File,
-    /// The mapping, `capacity * INDEX_ENTRY_LEN` bytes.
+    /// The private mapping, `capacity * INDEX_ENTRY_LEN` bytes.
     mmap: MmapMut,
-    /// Valid entries.
+    /// Valid entries (in the mapping).
     len: usize,
     /// Entries that fit.
     capacity: usize,
+    /// Entries `[0, persisted)` are in the file exactly as in the mapping.
+    persisted: Mutex<usize>,
 }
 
 impl ActiveIndex {
@@ -135,26 +145,45 @@ impl ActiveIndex {
             .at(path)?;
         let current = file.metadata().at(path)?.len();
         let capacity = capacity.max(current as usize / INDEX_ENTRY_LEN);
+        let mut index = ActiveIndex {
+            path: path.to_path_buf(),
+            mmap: Self::map(&file, path, current, capacity)?,
+            file,
+            len: 0,
+            capacity,
+            persisted: Mutex::new(0),
+        };
+        index.len = detect_entries(&index.mmap, log_len);
+        *index.persisted.get_mut() = index.len;
+        Ok(index)
+    }
+
+    /// Sizes the file to `capacity` entries and maps it privately.
+    fn map(file: &File, path: &Path, current: u64, capacity: usize) -> Result<MmapMut> {
         let bytes = (capacity * INDEX_ENTRY_LEN) as u64;
         if current < bytes {
-            // Reserve real blocks: a store through the mapping into a hole of a sparse file
-            // raises SIGBUS when the disk is full; with the blocks reserved, a full disk shows up
-            // here, as an error.
-            allocate(&file, bytes).at(path)?;
+            // Reserve real blocks, so that a full disk shows up here as an error rather than
+            // later, as a failed index write.
+            allocate(file, bytes).at(path)?;
         } else if current > bytes {
             file.set_len(bytes).at(path)?;
         }
-        // SAFETY: the file is ours, opened read-write and sized above; nothing else truncates it
-        // while mapped (the log trims an index only after its mapping is no longer written).
-        let mmap = unsafe { MmapMut::map_mut(&file) }.at(path)?;
-        let len = detect_entries(&mmap, log_len);
-        Ok(ActiveIndex {
-            path: path.to_path_buf(),
-            file,
-            mmap,
-            len,
-            capacity,
-        })
+        // SAFETY: a private mapping of our own file; the file is only shrunk (trim) once the
+        // segment no longer writes to this mapping, and reads stay below the entry count.
+        unsafe { MmapOptions::new().map_copy(file) }.at(path)
+    }
+
+    /// Makes room for `capacity` entries (keeps the current entries; call before pushing more
+    /// than the configured capacity, e.g. after `index_max_bytes` was lowered).
+    pub fn grow(&mut self, capacity: usize) -> Result<()> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        self.persist(self.len)?;
+        let current = self.file.metadata().at(&self.path)?.len();
+        self.mmap = Self::map(&self.file, &self.path, current, capacity)?;
+        self.capacity = capacity;
+        Ok(())
     }
 
     /// The raw mapped bytes (all slots).
@@ -172,6 +201,11 @@ impl ActiveIndex {
         self.len == 0
     }
 
+    /// Entries that fit.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// True when no further entry fits.
     pub fn is_full(&self) -> bool {
         self.len >= self.capacity
@@ -187,7 +221,7 @@ impl ActiveIndex {
         self.len.checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends an entry; returns false if the index is full.
+    /// Appends an entry (in memory); returns false if the index is full.
     pub fn push(&mut self, entry: IndexEntry) -> bool {
         if self.is_full() {
             return false;
@@ -198,14 +232,36 @@ impl ActiveIndex {
         true
     }
 
-    /// Sets the number of valid entries, zeroing every slot after it so that
-    /// [`detect_entries`] finds the same count after a crash.
-    pub fn set_len(&mut self, len: usize) {
+    /// Sets the number of valid entries, zeroing the dropped ones in memory and, where they had
+    /// been persisted, in the file (so that a stale entry never outlives a truncation).
+    pub fn set_len(&mut self, len: usize) -> Result<()> {
         let len = len.min(self.capacity);
         let from = len * INDEX_ENTRY_LEN;
         let to = self.len.max(len) * INDEX_ENTRY_LEN;
         self.mmap[from..to].fill(0);
         self.len = len;
+        let persisted = self.persisted.get_mut();
+        if len < *persisted {
+            let zeros = vec![0u8; (*persisted - len) * INDEX_ENTRY_LEN];
+            self.file.write_all_at(&zeros, from as u64).at(&self.path)?;
+            *persisted = len;
+        }
+        Ok(())
+    }
+
+    /// Writes entries `[persisted, up_to)` to the file. Call only once the batches they point
+    /// at are durable.
+    pub fn persist(&self, up_to: usize) -> Result<()> {
+        let mut persisted = self.persisted.lock();
+        let up_to = up_to.min(self.len);
+        if up_to > *persisted {
+            let (from, to) = (*persisted * INDEX_ENTRY_LEN, up_to * INDEX_ENTRY_LEN);
+            self.file
+                .write_all_at(&self.mmap[from..to], from as u64)
+                .at(&self.path)?;
+            *persisted = up_to;
+        }
+        Ok(())
     }
 
     /// Index of the last entry with relative offset `<= relative`.
@@ -213,10 +269,10 @@ impl ActiveIndex {
         floor_entry(&self.mmap, self.len, relative)
     }
 
-    /// Flushes the mapping, trims the file to its entries and fsyncs it: the index of a sealed
-    /// segment, or of the active one on clean close.
+    /// Persists every entry, trims the file to them and fsyncs it: the index of a sealed
+    /// segment, or of the active one on clean close. Call only once the log is durable.
     pub fn trim_and_sync(&self) -> Result<()> {
-        self.mmap.flush().at(&self.path)?;
+        self.persist(self.len)?;
         self.file
             .set_len((self.len * INDEX_ENTRY_LEN) as u64)
             .at(&self.path)?;
@@ -349,8 +405,15 @@ mod tests {
         for i in 0..5u32 {
             assert!(idx.push(entry(i, i * 10)));
         }
-        idx.set_len(2);
+        idx.set_len(2).unwrap();
         assert_eq!(detect_entries(idx.raw(), 100), 2);
+        // Nothing reaches the file before `persist`.
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk.iter().all(|b| *b == 0));
+        idx.persist(2).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(detect_entries(&on_disk, 100), 2);
+        assert_eq!(&on_disk[16..32], &entry(1, 10).encode());
         idx.trim_and_sync().unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),

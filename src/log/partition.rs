@@ -15,18 +15,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::batch::{BATCH_HEADER_LEN, BatchHeader, ValidatedBatch};
 use super::config::LogConfig;
 use super::error::{IoContext, LogError, Result};
 use super::index::IndexEntry;
 use super::segment::{
-    ActiveSegment, FileKind, SealedSegment, SegmentRead, TailRecovery, parse_segment_name,
-    pread_exact, read_active, segment_path, sync_dir,
+    ActiveRange, ActiveSegment, FileKind, SealedSegment, SegmentRead, TailRecovery,
+    parse_segment_name, pread_exact, read_active, segment_path, sync_dir,
 };
 
 /// Name of the file holding the log start offset.
@@ -179,7 +179,7 @@ pub(crate) struct LogState {
 
 impl LogState {
     /// Base offset of the segment after the sealed one with `base`.
-    fn next_base(&self, base: u64) -> u64 {
+    pub(crate) fn next_base(&self, base: u64) -> u64 {
         self.sealed
             .range(base + 1..)
             .next()
@@ -194,8 +194,7 @@ enum Target {
     Active {
         file: Arc<fs::File>,
         path: PathBuf,
-        start: u64,
-        end: u64,
+        range: ActiveRange,
     },
     Nothing,
 }
@@ -234,7 +233,15 @@ pub struct PartitionLog {
     recovery: RecoveryReport,
     /// Successful `sync` calls.
     syncs: AtomicU64,
+    /// Generation of the segment map, bumped (and notified) whenever segments are replaced,
+    /// deleted or truncated, so that a reader that lost a race can wait for the new map.
+    map_generation: Mutex<u64>,
+    /// Notified with `map_generation`.
+    map_changed: Condvar,
 }
+
+/// How long a reader waits for the segment map to settle before giving up.
+const MAP_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PartitionLog {
     /// Opens the log in `dir` (creating it if needed) and recovers it: finishes an interrupted
@@ -307,9 +314,6 @@ impl PartitionLog {
                 index_rebuilt = tail.index_rebuilt, "recovered active segment");
         }
         recovery.tail = tail;
-        // Whatever survived recovery is made durable now, so `durable_offset` starts truthful.
-        active.file.sync_data().at(&active.log_path)?;
-
         let first_base = sealed.keys().next().copied().unwrap_or(active_base);
         let log_start = checkpoint.unwrap_or(first_base).min(active.next_offset);
         if checkpoint != Some(log_start) {
@@ -333,7 +337,42 @@ impl PartitionLog {
             }),
             recovery,
             syncs: AtomicU64::new(0),
+            map_generation: Mutex::new(0),
+            map_changed: Condvar::new(),
         })
+    }
+
+    /// Bumps the segment-map generation and wakes waiting readers.
+    pub(crate) fn map_changed(&self) {
+        *self.map_generation.lock() += 1;
+        self.map_changed.notify_all();
+    }
+
+    fn map_generation(&self) -> u64 {
+        *self.map_generation.lock()
+    }
+
+    /// Waits until the map generation differs from `seen` or `deadline` passes.
+    fn wait_for_map_change(&self, seen: u64, deadline: Instant) -> Result<()> {
+        let mut generation = self.map_generation.lock();
+        while *generation == seen {
+            if self
+                .map_changed
+                .wait_until(&mut generation, deadline)
+                .timed_out()
+            {
+                return Err(LogError::io(
+                    &self.dir,
+                    std::io::Error::other("segment map did not settle during a read"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Incremented by every truncation; an append made under one value is gone if it changed.
+    pub fn truncation_epoch(&self) -> u64 {
+        self.durable.lock().epoch
     }
 
     /// Number of successful [`PartitionLog::sync`] calls (fdatasyncs on the write path).
@@ -432,11 +471,22 @@ impl PartitionLog {
     /// returns the offsets assigned. Does not sync: call [`PartitionLog::sync`] (or use
     /// [`super::GroupCommit`]) to make them durable. Either every batch is appended or none is.
     pub fn append(&self, batches: &mut [ValidatedBatch], leader_epoch: i32) -> Result<Range<u64>> {
+        self.append_in_epoch(batches, leader_epoch)
+            .map(|(range, _)| range)
+    }
+
+    /// [`PartitionLog::append`], also returning the truncation epoch the batches were written in
+    /// (read under the writer lock, so no truncation can slip between the two).
+    pub(crate) fn append_in_epoch(
+        &self,
+        batches: &mut [ValidatedBatch],
+        leader_epoch: i32,
+    ) -> Result<(Range<u64>, u64)> {
         let _writer = self.writer.lock();
         self.check_writable()?;
         let start = self.log_end_offset();
         match self.append_locked(batches, leader_epoch) {
-            Ok(end) => Ok(start..end),
+            Ok(end) => Ok((start..end, self.truncation_epoch())),
             Err(error) => {
                 if let Err(undo) = self.undo_append(start) {
                     self.fail(&undo);
@@ -534,13 +584,18 @@ impl PartitionLog {
     /// is unknown after it, so writes are refused until the log is reopened and re-validated.
     pub fn sync(&self) -> Result<u64> {
         self.check_writable()?;
-        let epoch = self.durable.lock().epoch;
-        let (file, path, next) = {
+        let epoch = self.truncation_epoch();
+        let (file, path, point) = {
             let st = self.state.read();
+            let a = &st.active;
             (
-                st.active.file.clone(),
-                st.active.log_path.clone(),
-                st.active.next_offset,
+                a.file.clone(),
+                a.log_path.clone(),
+                DurablePoint {
+                    offset: a.next_offset,
+                    segment: a.base_offset,
+                    index_entries: a.index.len(),
+                },
             )
         };
         if let Err(e) = file.sync_data() {
@@ -549,13 +604,23 @@ impl PartitionLog {
             return Err(error);
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok(self.mark_durable(next, epoch))
+        Ok(self.mark_durable(point, epoch))
     }
 
-    fn mark_durable(&self, offset: u64, epoch: u64) -> u64 {
+    /// Records that everything up to `point` is on disk (unless a truncation intervened) and
+    /// writes the index entries of that data to the index file.
+    fn mark_durable(&self, point: DurablePoint, epoch: u64) -> u64 {
         let mut durable = self.durable.lock();
-        if durable.epoch == epoch && offset > durable.offset {
-            durable.offset = offset;
+        if durable.epoch != epoch {
+            return durable.offset;
+        }
+        durable.offset = durable.offset.max(point.offset);
+        let st = self.state.read();
+        if st.active.base_offset == point.segment
+            && let Err(error) = st.active.index.persist(point.index_entries)
+        {
+            // Derived data: recovery rebuilds what is missing. Worth a log line, not a failure.
+            tracing::warn!(dir = %self.dir.display(), %error, "could not write index entries");
         }
         durable.offset
     }
@@ -568,32 +633,39 @@ impl PartitionLog {
     }
 
     pub(crate) fn roll_locked(&self) -> Result<()> {
-        let epoch = self.durable.lock().epoch;
-        let (file, path, next) = {
+        let epoch = self.truncation_epoch();
+        let (file, path, point) = {
             let st = self.state.read();
-            if st.active.size == 0 {
+            let a = &st.active;
+            if a.size == 0 {
                 return Ok(());
             }
             (
-                st.active.file.clone(),
-                st.active.log_path.clone(),
-                st.active.next_offset,
+                a.file.clone(),
+                a.log_path.clone(),
+                DurablePoint {
+                    offset: a.next_offset,
+                    segment: a.base_offset,
+                    index_entries: a.index.len(),
+                },
             )
         };
-        // Create the next segment first: if that fails (disk full) the active one is untouched.
-        remove_segment_files(&self.dir, next)?;
-        let fresh = ActiveSegment::open(&self.dir, next, self.config.index_capacity(), now_ms())
-            .map(|(fresh, _)| fresh)
-            .inspect_err(|_| {
-                let _ = remove_segment_files(&self.dir, next);
-            })?;
-        // A sealed segment is trusted without a scan on open, so it must be fully on disk.
+        let next = point.offset;
+        // A sealed segment is trusted without a scan on open, so it must be fully on disk
+        // before the next segment (which makes it "sealed" on open) can exist.
         if let Err(e) = file.sync_data() {
-            let _ = remove_segment_files(&self.dir, next);
             let error = LogError::io(&path, e);
             self.fail(&error);
             return Err(error);
         }
+        self.mark_durable(point, epoch);
+        // If creating the next segment fails (disk full), the active one is untouched.
+        remove_segment_files(&self.dir, next)?;
+        let fresh = ActiveSegment::open(&self.dir, next, self.config.index_capacity(), now_ms())
+            .inspect_err(|_| {
+                let _ = remove_segment_files(&self.dir, next);
+            })?
+            .0;
         // Trim while the segment is still active: its readers only touch published entries,
         // whereas a reader mapping it as sealed scans the whole file. Once trimmed, its mapping
         // must never be written again, so the swap happens whatever the outcome.
@@ -608,12 +680,12 @@ impl PartitionLog {
             old
         };
         drop(old);
+        self.map_changed();
         // The new segment's directory entry must be durable before anything is acknowledged in it.
         if let Err(error) = trimmed.and_then(|_| sync_dir(&self.dir)) {
             self.fail(&error);
             return Err(error);
         }
-        self.mark_durable(next, epoch);
         Ok(())
     }
 
@@ -627,9 +699,10 @@ impl PartitionLog {
     /// Like [`PartitionLog::read`], but returns only batches whose last offset is below
     /// `max_offset` (for example the commit index or the durable offset).
     pub fn read_up_to(&self, offset: u64, max_bytes: usize, max_offset: u64) -> Result<ReadResult> {
+        let deadline = Instant::now() + MAP_SETTLE_TIMEOUT;
         let mut after: Option<u64> = None;
-        let mut restarts = 0;
         loop {
+            let generation = self.map_generation();
             let (target, empty) = {
                 let st = self.state.read();
                 let (start, end) = (st.log_start_offset, st.active.next_offset);
@@ -662,11 +735,10 @@ impl PartitionLog {
                 let target = match sealed {
                     Some(slot) => Target::Sealed(slot),
                     None => match st.active.read_range(offset) {
-                        Some((start, end)) => Target::Active {
+                        Some(range) => Target::Active {
                             file: st.active.file.clone(),
                             path: st.active.log_path.clone(),
-                            start,
-                            end,
+                            range,
                         },
                         None => Target::Nothing,
                     },
@@ -675,12 +747,27 @@ impl PartitionLog {
             };
             let read = match target {
                 Target::Nothing => return Ok(empty),
-                Target::Active {
-                    file,
-                    path,
-                    start,
-                    end,
-                } => read_active(&file, &path, start, end, offset, max_bytes, max_offset)?,
+                Target::Active { file, path, range } => {
+                    let read = read_active(&file, &path, range, offset, max_bytes, max_offset);
+                    let raced = self.map_generation() != generation;
+                    match read {
+                        // A truncation moved the bytes under us: look again.
+                        Ok(SegmentRead::IndexMismatch) | Err(LogError::Corruption { .. })
+                            if raced =>
+                        {
+                            after = None;
+                            continue;
+                        }
+                        Ok(SegmentRead::IndexMismatch) => {
+                            return Err(LogError::corruption(
+                                &path,
+                                range.start,
+                                "index entry does not point at the batch it names",
+                            ));
+                        }
+                        other => other?,
+                    }
+                }
                 Target::Sealed(slot) => {
                     match self.read_sealed(&slot, offset, max_bytes, max_offset)? {
                         Some(SegmentRead::Exhausted) => {
@@ -689,16 +776,8 @@ impl PartitionLog {
                         }
                         Some(read) => read,
                         None => {
-                            // Replaced by compaction or deleted by retention: look up again.
-                            restarts += 1;
-                            if restarts > 64 {
-                                return Err(LogError::io(
-                                    &self.dir,
-                                    std::io::Error::other(
-                                        "segment map kept changing during a read",
-                                    ),
-                                ));
-                            }
+                            // Replaced or deleted under us: wait for the new segment map.
+                            self.wait_for_map_change(generation, deadline)?;
                             after = None;
                             continue;
                         }
@@ -779,107 +858,143 @@ impl PartitionLog {
         if offset >= end {
             return Ok(());
         }
-        if offset >= active_base {
-            self.truncate_active(offset)?;
+        // Plan first (this is where a cut inside a batch is refused), then change things. Once
+        // files start changing, any failure fails the log: its state is no longer what the
+        // in-memory map says, and only a reopen re-validates it.
+        let applied = if offset >= active_base {
+            let plan = self.plan_active_cut(offset)?;
+            self.cut_active(plan)
         } else {
-            self.truncate_into_sealed(offset)?;
+            let plan = self.plan_sealed_cut(offset)?;
+            self.cut_into_sealed(offset, plan)
+        };
+        let applied = applied.and_then(|_| {
+            let new_end = self.log_end_offset();
+            {
+                let mut durable = self.durable.lock();
+                durable.epoch += 1;
+                durable.offset = durable.offset.min(new_end);
+            }
+            if new_end < self.log_start_offset() {
+                write_log_start(&self.dir, new_end)?;
+                self.state.write().log_start_offset = new_end;
+            }
+            Ok(())
+        });
+        self.map_changed();
+        if let Err(error) = &applied {
+            self.fail(error);
         }
-        let new_end = self.log_end_offset();
-        {
-            let mut durable = self.durable.lock();
-            durable.epoch += 1;
-            durable.offset = durable.offset.min(new_end);
-        }
-        let start = self.log_start_offset();
-        if new_end < start {
-            write_log_start(&self.dir, new_end)?;
-            self.state.write().log_start_offset = new_end;
-        }
-        Ok(())
+        applied
     }
 
-    fn truncate_active(&self, offset: u64) -> Result<()> {
-        let (file, path, keep, cut) = {
-            let st = self.state.read();
-            let a = &st.active;
-            let (keep, cut) = find_cut(
-                a.index.len(),
-                |i| a.index.entry(i),
-                |pos| read_header(&a.file, &a.log_path, pos),
-                a.base_offset,
-                offset,
-            )?;
-            (a.file.clone(), a.log_path.clone(), keep, cut)
+    /// Where to cut the active segment (no changes yet).
+    fn plan_active_cut(&self, offset: u64) -> Result<ActiveCut> {
+        let st = self.state.read();
+        let a = &st.active;
+        let header_at = |pos| read_header(&a.file, &a.log_path, pos);
+        let (keep, cut) = find_cut(
+            a.index.len(),
+            |i| a.index.entry(i),
+            header_at,
+            a.base_offset,
+            offset,
+            &a.log_path,
+        )?;
+        let (next_offset, max_timestamp_ms) = match keep.checked_sub(1).map(|i| a.index.entry(i)) {
+            Some(last) => (
+                header_at(last.position as u64)?.next_offset(),
+                last.max_timestamp_ms,
+            ),
+            // Same answer a reopen gives for an empty segment.
+            None => (a.base_offset, i64::MIN),
         };
-        file.set_len(cut).at(&path)?;
+        Ok(ActiveCut {
+            keep,
+            cut,
+            next_offset,
+            max_timestamp_ms,
+        })
+    }
+
+    /// Cuts the active segment: publish the shorter log first (so readers stop before the cut),
+    /// then shorten the file.
+    fn cut_active(&self, plan: ActiveCut) -> Result<()> {
+        let (file, path) = {
+            let mut st = self.state.write();
+            let a = &mut st.active;
+            a.index.set_len(plan.keep)?;
+            a.size = plan.cut;
+            a.next_offset = plan.next_offset;
+            a.max_timestamp_ms = plan.max_timestamp_ms;
+            (a.file.clone(), a.log_path.clone())
+        };
+        file.set_len(plan.cut).at(&path)?;
         file.sync_data().at(&path)?;
-        (&*file).seek(SeekFrom::Start(cut)).at(&path)?;
-        let mut st = self.state.write();
-        let a = &mut st.active;
-        a.index.set_len(keep);
-        a.size = cut;
-        match a.index.last() {
-            Some(last) => {
-                let header = read_header(&a.file, &a.log_path, last.position as u64)?;
-                a.next_offset = header.next_offset();
-                a.max_timestamp_ms = last.max_timestamp_ms;
-            }
-            None => {
-                // Same answer a reopen gives for an empty segment.
-                a.next_offset = a.base_offset;
-                a.max_timestamp_ms = i64::MIN;
-            }
-        }
+        (&*file).seek(SeekFrom::Start(plan.cut)).at(&path)?;
         Ok(())
     }
 
-    fn truncate_into_sealed(&self, offset: u64) -> Result<()> {
-        let (target, doomed, active_base) = {
+    /// Which sealed segment a cut below the active segment lands in, and where (no changes yet).
+    fn plan_sealed_cut(&self, offset: u64) -> Result<Option<SealedCut>> {
+        let Some(slot) = self
+            .state
+            .read()
+            .sealed
+            .range(..offset)
+            .next_back()
+            .map(|(_, s)| s.clone())
+        else {
+            return Ok(None);
+        };
+        let seg = self.load_slot(&slot)?.ok_or_else(|| {
+            LogError::io(
+                &self.dir,
+                std::io::Error::other("segment vanished during truncation"),
+            )
+        })?;
+        let (keep, cut) = find_cut(
+            seg.index.len(),
+            |i| seg.index.entry(i),
+            |pos| {
+                BatchHeader::parse(seg.data.get(pos as usize..).unwrap_or(&[]))
+                    .map_err(|e| LogError::corruption(&seg.log_path, pos, e))
+            },
+            seg.base_offset,
+            offset,
+            &seg.log_path,
+        )?;
+        Ok(Some(SealedCut {
+            slot,
+            seg,
+            keep,
+            cut,
+        }))
+    }
+
+    /// Cuts into a sealed segment: it becomes the active one, as a new file holding its first
+    /// `cut` bytes (never the mapped file itself, which readers may still hold).
+    fn cut_into_sealed(&self, offset: u64, plan: Option<SealedCut>) -> Result<()> {
+        let (doomed, active_base) = {
             let st = self.state.read();
-            let target = st
-                .sealed
-                .range(..offset)
-                .next_back()
-                .map(|(_, s)| s.clone());
             let doomed: Vec<u64> = st.sealed.range(offset..).map(|(b, _)| *b).collect();
-            (target, doomed, st.active.base_offset)
+            (doomed, st.active.base_offset)
         };
-        // Find (and check) the cut before deleting anything.
-        let cut = match &target {
-            None => None,
-            Some(slot) => {
-                let seg = self.load_slot(slot)?.ok_or_else(|| {
-                    LogError::io(
-                        &self.dir,
-                        std::io::Error::other("segment vanished during truncation"),
-                    )
-                })?;
-                let (keep, cut) = find_cut(
-                    seg.index.len(),
-                    |i| seg.index.entry(i),
-                    |pos| {
-                        BatchHeader::parse(seg.data.get(pos as usize..).unwrap_or(&[]))
-                            .map_err(|e| LogError::corruption(&seg.log_path, pos, e))
-                    },
-                    seg.base_offset,
-                    offset,
-                )?;
-                Some((seg, keep, cut))
-            }
-        };
+        // Readers of the target wait for the new map instead of remapping its files.
+        if let Some(plan) = &plan {
+            plan.slot.retire();
+        }
         // Newest first, so that a crash part-way leaves a shorter but gap-free log.
         remove_segment_files(&self.dir, active_base)?;
         for base in doomed.iter().rev() {
             remove_segment_files(&self.dir, *base)?;
         }
         sync_dir(&self.dir)?;
-        let new_base = match cut {
+        let new_base = match &plan {
             None => offset,
-            Some((seg, keep, cut)) => {
-                if cut < seg.size() {
-                    rewrite_prefix(&self.dir, &seg, keep, cut)?;
-                }
-                seg.base_offset
+            Some(plan) => {
+                rewrite_prefix(&self.dir, &plan.seg, plan.keep, plan.cut)?;
+                plan.seg.base_offset
             }
         };
         let (active, _) =
@@ -889,7 +1004,7 @@ impl PartitionLog {
             let mut st = self.state.write();
             let retired = st.sealed.split_off(&new_base);
             st.active = active;
-            if target.is_none() {
+            if plan.is_none() {
                 st.log_start_offset = st.log_start_offset.min(new_base);
             }
             retired
@@ -897,7 +1012,7 @@ impl PartitionLog {
         for slot in retired.values() {
             slot.retire();
         }
-        if target.is_none() {
+        if plan.is_none() {
             write_log_start(&self.dir, self.log_start_offset())?;
         }
         Ok(())
@@ -949,6 +1064,7 @@ impl PartitionLog {
             remove_segment_files(&self.dir, slot.base_offset)?;
         }
         if !doomed.is_empty() {
+            self.map_changed();
             sync_dir(&self.dir)?;
         }
         Ok((doomed.len(), bytes))
@@ -958,6 +1074,10 @@ impl PartitionLog {
     /// segment is still at least `retention_bytes`, or while the segment's newest record is
     /// older than `retention_ms` before `now_ms`. The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        // Planned and carried out under the writer lock: no truncation or roll can change the
+        // segments between deciding and deleting.
+        let _writer = self.writer.lock();
+        self.check_writable()?;
         let (slots, active_base, active_size) = {
             let st = self.state.read();
             let slots: Vec<_> = st.sealed.values().cloned().collect();
@@ -998,8 +1118,6 @@ impl PartitionLog {
                 ..RetentionReport::default()
             });
         };
-        let _writer = self.writer.lock();
-        self.check_writable()?;
         let (segments_deleted, bytes_deleted) = self.delete_before_locked(cut)?;
         if segments_deleted > 0 {
             tracing::info!(dir = %self.dir.display(), segments_deleted, bytes_deleted,
@@ -1025,14 +1143,50 @@ impl PartitionLog {
     }
 }
 
+/// Where to cut the active segment.
+struct ActiveCut {
+    /// Index entries kept.
+    keep: usize,
+    /// Byte position of the cut.
+    cut: u64,
+    /// Log end offset afterwards.
+    next_offset: u64,
+    /// Running max timestamp afterwards.
+    max_timestamp_ms: i64,
+}
+
+/// Where to cut a sealed segment that becomes the active one.
+struct SealedCut {
+    /// Its slot in the segment map.
+    slot: Arc<SegmentSlot>,
+    /// The mapped segment.
+    seg: Arc<SealedSegment>,
+    /// Index entries kept.
+    keep: usize,
+    /// Byte position of the cut.
+    cut: u64,
+}
+
+/// What a sync or roll made durable.
+struct DurablePoint {
+    /// Log end offset at the time.
+    offset: u64,
+    /// Base offset of the active segment at the time.
+    segment: u64,
+    /// Index entries of that segment covering the durable data.
+    index_entries: usize,
+}
+
 /// Finds where to cut a segment so that offsets `>= offset` are removed: `(entries kept, byte
-/// position)`. Fails if `offset` is inside a batch.
+/// position)`. Fails if `offset` is inside a batch, or if the index entry found does not point
+/// at the batch it names (the cut would then be wrong).
 fn find_cut(
     entries: usize,
     entry: impl Fn(usize) -> IndexEntry,
     header_at: impl Fn(u64) -> Result<BatchHeader>,
     base: u64,
     offset: u64,
+    path: &Path,
 ) -> Result<(usize, u64)> {
     let relative = offset.saturating_sub(base).min(u32::MAX as u64) as u32;
     // Last entry whose relative offset is <= relative.
@@ -1050,6 +1204,13 @@ fn find_cut(
     };
     let e = entry(k);
     let header = header_at(e.position as u64)?;
+    if header.base_offset != base + e.relative_offset as u64 {
+        return Err(LogError::corruption(
+            path,
+            e.position as u64,
+            "index entry does not point at the batch it names",
+        ));
+    }
     if header.base_offset == offset {
         Ok((k, e.position as u64))
     } else if offset <= header.last_offset() {

@@ -175,12 +175,25 @@ fn walk(
     let mut start = pos;
     let mut next = offset;
     let mut taken = 0usize;
+    // Base offsets are not covered by the CRC: check that they increase.
+    let mut floor = 0u64;
     while pos < data.len() {
         let header = match check_batch(&data[pos..]) {
+            Ok(h) if h.base_offset < floor => {
+                let e = BatchError::BadField {
+                    field: "base_offset",
+                    value: h.base_offset as i64,
+                };
+                if taken == 0 {
+                    return Err((pos, e));
+                }
+                break;
+            }
             Ok(h) => h,
             Err(e) if taken == 0 => return Err((pos, e)),
             Err(_) => break,
         };
+        floor = header.next_offset();
         if header.next_offset() <= offset {
             pos += header.total_len();
             start = pos;
@@ -287,33 +300,25 @@ impl ActiveSegment {
         let found = scan(&data, from, base_offset, expected_min, running_ts);
         drop(data);
         recovery.scanned_bytes = len - from;
-        index.set_len(keep);
+        index.set_len(keep)?;
+        // More batches than the index holds (index_max_bytes was lowered): grow it rather than
+        // drop valid data; the segment rolls at the next append.
+        index.grow(keep + found.entries.len())?;
         for entry in &found.entries {
-            if !index.push(*entry) {
-                // More batches than the index holds (index_max_bytes was lowered): keep the prefix.
-                break;
-            }
+            index.push(*entry);
         }
-        let (valid_end, next_offset, max_ts) = match index.last() {
-            Some(last) if index.len() < keep + found.entries.len() => {
-                let head = pread_exact(&file, &log_path, last.position as u64, BATCH_HEADER_LEN)?;
-                let header = BatchHeader::parse(&head)?;
-                (
-                    last.position as u64 + header.total_len() as u64,
-                    header.next_offset(),
-                    last.max_timestamp_ms,
-                )
-            }
-            _ => (found.valid_end, found.next_offset, found.max_timestamp_ms),
-        };
+        let (valid_end, next_offset, max_ts) =
+            (found.valid_end, found.next_offset, found.max_timestamp_ms);
         if valid_end < len {
             recovery.truncated_bytes = len - valid_end;
             recovery.truncated_reason = found
                 .stopped
                 .map(|(pos, why)| format!("at byte {pos}: {why}"));
             file.set_len(valid_end).at(&log_path)?;
-            file.sync_data().at(&log_path)?;
         }
+        // What survived recovery is made durable, and only then indexed on disk.
+        file.sync_data().at(&log_path)?;
+        index.persist(index.len())?;
         (&file).seek(SeekFrom::Start(valid_end)).at(&log_path)?;
         Ok((
             ActiveSegment {
@@ -331,15 +336,32 @@ impl ActiveSegment {
     }
 
     /// Finds where a read of `offset` starts: the position of the batch containing it (or the
-    /// first batch after it) and the published end. `None` if the segment is empty.
-    pub fn read_range(&self, offset: u64) -> Option<(u64, u64)> {
+    /// first batch after it), that batch's base offset according to the index, and the
+    /// published end. `None` if the segment is empty.
+    pub fn read_range(&self, offset: u64) -> Option<ActiveRange> {
         if self.index.is_empty() {
             return None;
         }
         let relative = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
         let k = self.index.floor(relative).unwrap_or(0);
-        Some((self.index.entry(k).position as u64, self.size))
+        let entry = self.index.entry(k);
+        Some(ActiveRange {
+            start: entry.position as u64,
+            start_offset: self.base_offset + entry.relative_offset as u64,
+            end: self.size,
+        })
     }
+}
+
+/// Where a read of the active segment starts and ends.
+#[derive(Debug, Clone, Copy)]
+pub struct ActiveRange {
+    /// Byte position of the first batch to look at.
+    pub start: u64,
+    /// Base offset the index says that batch has.
+    pub start_offset: u64,
+    /// Published end of the segment.
+    pub end: u64,
 }
 
 /// Reads exactly `len` bytes at `pos`.
@@ -349,27 +371,47 @@ pub fn pread_exact(file: &File, path: &Path, pos: u64, len: usize) -> Result<Byt
     Ok(buf)
 }
 
-/// Reads batches from the active segment's file between `start` and `end` (published bytes).
+/// Reads batches from the active segment's file within `range` (published bytes). A file
+/// shortened by a concurrent truncation reads as nothing, not as an error.
 pub fn read_active(
     file: &File,
     path: &Path,
-    start: u64,
-    end: u64,
+    range: ActiveRange,
     offset: u64,
     max_bytes: usize,
     max_offset: u64,
 ) -> Result<SegmentRead> {
+    let end = range.end;
     // Find the first batch that ends at or after `offset` by reading headers only.
-    let mut pos = start;
+    let mut pos = range.start;
+    let mut expected = range.start_offset;
     let first_len = loop {
         if pos + BATCH_HEADER_LEN as u64 > end {
             return Ok(SegmentRead::Exhausted);
         }
-        let head = pread_exact(file, path, pos, BATCH_HEADER_LEN)?;
+        let mut head = [0u8; BATCH_HEADER_LEN];
+        match file.read_exact_at(&mut head, pos) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(SegmentRead::Exhausted);
+            }
+            Err(e) => return Err(LogError::io(path, e)),
+        }
         let header = BatchHeader::parse(&head).map_err(|e| LogError::corruption(path, pos, e))?;
+        if pos == range.start && header.base_offset != expected {
+            return Ok(SegmentRead::IndexMismatch);
+        }
+        if header.base_offset < expected {
+            return Err(LogError::corruption(
+                path,
+                pos,
+                "batch offsets go backwards",
+            ));
+        }
         if header.next_offset() > offset {
             break header.total_len();
         }
+        expected = header.next_offset();
         pos += header.total_len() as u64;
     };
     let want = (end - pos).min(max_bytes.max(first_len) as u64) as usize;
