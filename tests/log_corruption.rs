@@ -17,12 +17,7 @@ use logbook::log::{
 use proptest::prelude::*;
 
 fn config() -> LogConfig {
-    LogConfig {
-        segment_max_bytes: 8 * 1024,
-        max_batch_bytes: 8 * 1024,
-        retention_ms: None,
-        ..LogConfig::default()
-    }
+    common::segment_config(8 * 1024)
 }
 
 fn segment_file(dir: &Path, base: u64, ext: &str) -> PathBuf {

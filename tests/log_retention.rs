@@ -5,12 +5,7 @@ mod common;
 use logbook::log::{LogConfig, LogError, PartitionLog};
 
 fn config() -> LogConfig {
-    LogConfig {
-        segment_max_bytes: 4096,
-        max_batch_bytes: 4096,
-        retention_ms: None,
-        ..LogConfig::default()
-    }
+    common::segment_config(4096)
 }
 
 /// Appends one batch of one record with `timestamp_ms`; returns its offset.

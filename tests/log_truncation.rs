@@ -10,12 +10,7 @@ use bytes::Bytes;
 use logbook::log::{LogConfig, LogError, PartitionLog, decode_records, index, split_batches};
 
 fn config() -> LogConfig {
-    LogConfig {
-        segment_max_bytes: 4096,
-        max_batch_bytes: 4096,
-        retention_ms: None,
-        ..LogConfig::default()
-    }
+    common::segment_config(4096)
 }
 
 fn put(log: &PartitionLog, i: u64) -> u64 {

@@ -585,19 +585,7 @@ impl PartitionLog {
     pub fn sync(&self) -> Result<u64> {
         self.check_writable()?;
         let epoch = self.truncation_epoch();
-        let (file, path, point) = {
-            let st = self.state.read();
-            let a = &st.active;
-            (
-                a.file.clone(),
-                a.log_path.clone(),
-                DurablePoint {
-                    offset: a.next_offset,
-                    segment: a.base_offset,
-                    index_entries: a.index.len(),
-                },
-            )
-        };
+        let (file, path, point, _) = self.sync_target();
         if let Err(e) = file.sync_data() {
             let error = LogError::io(&path, e);
             self.fail(&error);
@@ -605,6 +593,18 @@ impl PartitionLog {
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(self.mark_durable(point, epoch))
+    }
+
+    /// The active segment's file, what syncing it now would make durable, and its size.
+    fn sync_target(&self) -> (Arc<fs::File>, PathBuf, DurablePoint, u64) {
+        let st = self.state.read();
+        let a = &st.active;
+        let point = DurablePoint {
+            offset: a.next_offset,
+            segment: a.base_offset,
+            index_entries: a.index.len(),
+        };
+        (a.file.clone(), a.log_path.clone(), point, a.size)
     }
 
     /// Records that everything up to `point` is on disk (unless a truncation intervened) and
@@ -634,22 +634,10 @@ impl PartitionLog {
 
     pub(crate) fn roll_locked(&self) -> Result<()> {
         let epoch = self.truncation_epoch();
-        let (file, path, point) = {
-            let st = self.state.read();
-            let a = &st.active;
-            if a.size == 0 {
-                return Ok(());
-            }
-            (
-                a.file.clone(),
-                a.log_path.clone(),
-                DurablePoint {
-                    offset: a.next_offset,
-                    segment: a.base_offset,
-                    index_entries: a.index.len(),
-                },
-            )
-        };
+        let (file, path, point, size) = self.sync_target();
+        if size == 0 {
+            return Ok(());
+        }
         let next = point.offset;
         // A sealed segment is trusted without a scan on open, so it must be fully on disk
         // before the next segment (which makes it "sealed" on open) can exist.

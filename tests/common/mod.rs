@@ -18,6 +18,16 @@ pub fn small_config() -> LogConfig {
     }
 }
 
+/// A config with `segment_max_bytes` (and the largest batch) of `bytes`, no retention.
+pub fn segment_config(bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_max_bytes: bytes,
+        max_batch_bytes: bytes,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
 /// A record with a key, a value and a timestamp.
 pub fn record(key: &str, value: &[u8], timestamp_ms: i64) -> NewRecord {
     NewRecord {
