@@ -19,4 +19,8 @@
 //! only; nothing depends on `server`. `main.rs` only parses the command line and wires parts.
 
 pub mod bench;
+pub mod broker;
+pub mod client;
+pub mod config;
 pub mod log;
+pub mod proto;

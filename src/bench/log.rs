@@ -276,9 +276,7 @@ fn group_commit_run(
     let elapsed = start.elapsed();
     let appends = per_appender * opts.appenders as u64;
     let per_sync = appends as f64 / log.sync_count().max(1) as f64;
-    if let Ok(writer) = Arc::try_unwrap(writer) {
-        runtime.block_on(writer.close())?;
-    }
+    runtime.block_on(writer.close())?;
     Ok((mb_s(appends * batch_bytes, elapsed), per_sync, log))
 }
 

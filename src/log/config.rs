@@ -94,6 +94,30 @@ pub enum CleanupPolicy {
     Compact,
 }
 
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+        })
+    }
+}
+
+impl FromStr for CleanupPolicy {
+    type Err = String;
+
+    /// Parses `delete` or `compact`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "delete" => Ok(CleanupPolicy::Delete),
+            "compact" => Ok(CleanupPolicy::Compact),
+            other => Err(format!(
+                "invalid cleanup policy {other:?}: expected delete or compact"
+            )),
+        }
+    }
+}
+
 /// Settings of one partition log. Field names are the configuration keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -13,6 +13,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::ValidatedBatch;
@@ -48,14 +49,14 @@ struct Written {
 pub struct GroupCommit {
     /// The log written to.
     log: Arc<PartitionLog>,
-    /// Queue to the writer thread.
-    queue: mpsc::Sender<Pending>,
+    /// Queue to the writer thread (`None` once closed).
+    queue: RwLock<Option<mpsc::Sender<Pending>>>,
     /// End offset of acknowledged appends (durable ones under `fsync = always`).
     acked: watch::Receiver<u64>,
     /// Writer, syncer and timer threads.
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Stops the interval timer.
-    stop_timer: Option<std_mpsc::Sender<()>>,
+    stop_timer: Mutex<Option<std_mpsc::Sender<()>>>,
 }
 
 impl GroupCommit {
@@ -95,10 +96,10 @@ impl GroupCommit {
         }
         GroupCommit {
             log,
-            queue,
+            queue: RwLock::new(Some(queue)),
             acked,
-            threads,
-            stop_timer,
+            threads: Mutex::new(threads),
+            stop_timer: Mutex::new(stop_timer),
         }
     }
 
@@ -114,7 +115,8 @@ impl GroupCommit {
         let closed = || LogError::Closed {
             dir: self.log.dir().to_path_buf(),
         };
-        self.queue
+        let queue = self.queue.read().clone().ok_or_else(closed)?;
+        queue
             .send(Pending {
                 batch,
                 leader_epoch,
@@ -131,26 +133,21 @@ impl GroupCommit {
     }
 
     /// Stops accepting appends, finishes the queued ones, stops the threads and syncs.
-    pub async fn close(self) -> Result<()> {
-        let GroupCommit {
-            log,
-            queue,
-            threads,
-            stop_timer,
-            ..
-        } = self;
-        drop(queue);
-        drop(stop_timer);
+    /// Later appends fail with `Closed`; closing twice is fine.
+    pub async fn close(&self) -> Result<()> {
+        drop(self.queue.write().take());
+        drop(self.stop_timer.lock().take());
+        let threads = std::mem::take(&mut *self.threads.lock());
         let joined =
             tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
                 .await;
         if !matches!(joined, Ok(true)) {
             return Err(LogError::Failed {
-                dir: log.dir().to_path_buf(),
+                dir: self.log.dir().to_path_buf(),
                 reason: "a group-commit thread panicked".into(),
             });
         }
-        log.sync().map(|_| ())
+        self.log.sync().map(|_| ())
     }
 }
 

@@ -1,0 +1,79 @@
+//! Node identity, stored on the data volume: a node id and a cluster id written on first start.
+//! An empty data directory means a new node.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::BrokerError;
+
+/// File holding the identity, in the data directory.
+const IDENTITY_FILE: &str = "node.json";
+
+/// Who this node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// This node's id (never 0).
+    pub node_id: u64,
+    /// The cluster this node belongs to.
+    pub cluster_id: String,
+}
+
+impl NodeIdentity {
+    /// Reads `node.json` from `data_dir`, or creates it with fresh random ids.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, BrokerError> {
+        let path = data_dir.join(IDENTITY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = NodeIdentity {
+                    node_id: fastrand::u64(1..u64::MAX >> 11),
+                    cluster_id: format!("{:016x}", fastrand::u64(..)),
+                };
+                write_atomically(
+                    &path,
+                    &serde_json::to_vec_pretty(&identity).unwrap_or_default(),
+                )?;
+                Ok(identity)
+            }
+            Err(e) => Err(BrokerError::io(&path, e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, then fsyncs the directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| BrokerError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = NodeIdentity::load_or_create(dir.path()).unwrap();
+        assert_ne!(first.node_id, 0);
+        let again = NodeIdentity::load_or_create(dir.path()).unwrap();
+        assert_eq!(first, again);
+    }
+}

@@ -1,0 +1,255 @@
+//! Broker configuration with `figment`: built-in defaults, then a TOML file (`logbook.toml` in
+//! the working directory if present, or the one named by `--config` / `LOGBOOK_CONFIG`), then
+//! `LOGBOOK_*` environment variables, then command-line flags. A key is spelled the same way in
+//! all four: `segment_max_bytes` in the file, `LOGBOOK_SEGMENT_MAX_BYTES` in the environment,
+//! `--segment-max-bytes` on the command line. Unknown keys and bad values stop start-up with an
+//! error that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::log::{CleanupPolicy, FsyncPolicy, LogConfig};
+
+/// The file read when no `--config` is given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "logbook.toml";
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed, or a key is unknown or has the wrong type.
+    #[error("configuration error: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// The values were read but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything a broker needs to start. Field names are the configuration keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where topics and the node identity are stored.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    pub listen_addr: SocketAddr,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// When appended data is made durable: `always`, `interval(MS)` or `never`.
+    pub fsync: FsyncPolicy,
+    /// A segment rolls when its `.log` file would exceed this.
+    pub segment_max_bytes: u64,
+    /// A segment rolls when it has taken data for this long.
+    pub segment_max_age_ms: u64,
+    /// Preallocated size of a segment index.
+    pub index_max_bytes: u64,
+    /// Largest record batch (one produce request's records, encoded) a topic accepts by default.
+    pub max_batch_bytes: u64,
+    /// Largest gRPC request accepted.
+    pub max_request_bytes: u64,
+    /// Default size retention per partition in bytes; -1 for none.
+    pub retention_bytes: i64,
+    /// Default time retention in ms; -1 for none.
+    pub retention_ms: i64,
+    /// Default cleanup policy: `delete` or `compact`.
+    pub cleanup_policy: CleanupPolicy,
+    /// How long compaction keeps tombstones.
+    pub delete_retention_ms: u64,
+    /// How often retention and compaction run.
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        BrokerConfig {
+            data_dir: PathBuf::from("./data"),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            default_partitions: 1,
+            fsync: log.fsync,
+            segment_max_bytes: log.segment_max_bytes,
+            segment_max_age_ms: log.segment_max_age_ms,
+            index_max_bytes: log.index_max_bytes,
+            max_batch_bytes: log.max_batch_bytes,
+            max_request_bytes: 4 << 20,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            cleanup_policy: log.cleanup_policy,
+            delete_retention_ms: log.delete_retention_ms,
+            maintenance_interval_ms: 30_000,
+        }
+    }
+}
+
+/// `-1` (unlimited) or a non-negative limit.
+pub fn limit(value: i64, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v as u64)),
+        v => Err(format!("{key} = {v}: use -1 for unlimited or a value >= 0")),
+    }
+}
+
+impl BrokerConfig {
+    /// Loads the layered configuration (see the module docs) and validates it.
+    pub fn load(flags: &ConfigFlags) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(BrokerConfig::default()));
+        figment = match &flags.config {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::Invalid(format!(
+                        "configuration file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment.merge(Toml::file_exact(path))
+            }
+            // Optional: a missing default file contributes nothing.
+            None => figment.merge(Toml::file_exact(Path::new(DEFAULT_CONFIG_FILE))),
+        };
+        let config: BrokerConfig = figment
+            .merge(Env::prefixed("LOGBOOK_").ignore(&["config", "server"]))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that are fine one by one but not together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log_config().map_err(ConfigError::Invalid)?;
+        if !(1..=MAX_PARTITIONS).contains(&self.default_partitions) {
+            return Err(ConfigError::Invalid(format!(
+                "default_partitions = {} must be between 1 and {MAX_PARTITIONS}",
+                self.default_partitions
+            )));
+        }
+        if self.max_request_bytes <= self.max_batch_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "max_request_bytes = {} must be larger than max_batch_bytes = {}",
+                self.max_request_bytes, self.max_batch_bytes
+            )));
+        }
+        if self.maintenance_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "maintenance_interval_ms must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log settings topics get by default.
+    pub fn log_config(&self) -> Result<LogConfig, String> {
+        let config = LogConfig {
+            segment_max_bytes: self.segment_max_bytes,
+            segment_max_age_ms: self.segment_max_age_ms,
+            index_max_bytes: self.index_max_bytes,
+            max_batch_bytes: self.max_batch_bytes,
+            fsync: self.fsync,
+            retention_bytes: limit(self.retention_bytes, "retention_bytes")?,
+            retention_ms: limit(self.retention_ms, "retention_ms")?,
+            cleanup_policy: self.cleanup_policy,
+            delete_retention_ms: self.delete_retention_ms,
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (what `logbook config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Command-line flags for the configuration keys (`logbook serve`, `logbook config`).
+/// Only flags that are given override the other sources.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct ConfigFlags {
+    /// Configuration file [default: ./logbook.toml if it exists]
+    #[arg(long, env = "LOGBOOK_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where topics and the node identity are stored [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, host:port [default: 127.0.0.1:7400]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_addr: Option<SocketAddr>,
+    /// Partitions of a topic created without a count [default: 1]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_partitions: Option<u32>,
+    /// always | interval(MS) | never [default: always]
+    #[arg(long, value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<FsyncPolicy>,
+    /// Segment size limit in bytes [default: 1 GiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_max_bytes: Option<u64>,
+    /// Segment age limit in ms [default: 7 days]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_max_age_ms: Option<u64>,
+    /// Preallocated index size in bytes [default: 10 MiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_max_bytes: Option<u64>,
+    /// Largest record batch a topic accepts by default [default: 1 MiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_bytes: Option<u64>,
+    /// Largest gRPC request [default: 4 MiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
+    /// Default size retention per partition, -1 for none [default: -1]
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+    /// Default time retention in ms, -1 for none [default: 7 days]
+    #[arg(long, value_name = "MS", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// delete | compact [default: delete]
+    #[arg(long, value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_policy: Option<CleanupPolicy>,
+    /// How long compaction keeps tombstones, ms [default: 1 day]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_retention_ms: Option<u64>,
+    /// How often retention and compaction run, ms [default: 30000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_interval_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_render_as_toml_that_reads_back() {
+        let config = BrokerConfig::default();
+        config.validate().unwrap();
+        let text = config.to_toml();
+        let back: BrokerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn retention_limits_use_minus_one_for_unlimited() {
+        assert_eq!(limit(-1, "k"), Ok(None));
+        assert_eq!(limit(5, "k"), Ok(Some(5)));
+        assert!(limit(-2, "k").is_err());
+    }
+}
