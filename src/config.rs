@@ -110,7 +110,10 @@ impl BrokerConfig {
                 figment.merge(Toml::file_exact(path))
             }
             // Optional: a missing default file contributes nothing.
-            None => figment.merge(Toml::file_exact(Path::new(DEFAULT_CONFIG_FILE))),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => figment,
         };
         let config: BrokerConfig = figment
             .merge(Env::prefixed("LOGBOOK_").ignore(&["config", "server"]))

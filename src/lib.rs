@@ -20,7 +20,9 @@
 
 pub mod bench;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod log;
 pub mod proto;
+pub mod server;

@@ -1,8 +1,15 @@
 //! The `logbook` command: parses the command line and wires the library's parts together.
 
-use anyhow::Context;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use logbook::bench::log::{LogBenchOptions, run as run_log_bench};
+use logbook::broker::Broker;
+use logbook::cli::{self, ConsumeArgs, ProduceArgs, ServerArgs, TopicCommand};
+use logbook::client::{ClientError, exit_code};
+use logbook::config::{BrokerConfig, ConfigFlags};
 
 /// logbook: a replicated, durable commit log.
 #[derive(Debug, Parser)]
@@ -14,6 +21,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker (defaults: data in ./data, listening on 127.0.0.1:7400).
+    Serve(ConfigFlags),
+    /// Print the effective configuration: defaults, then the file, LOGBOOK_* variables, flags.
+    Config(ConfigFlags),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Produce one record per line of stdin (or --file).
+    Produce {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: ProduceArgs,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: ConsumeArgs,
+    },
     /// Run a benchmark and print its numbers next to the machine's own limits.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -25,19 +57,116 @@ enum BenchCommand {
     Log(LogBenchOptions),
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Bench(BenchCommand::Log(options)) => {
-            run_log_bench(&options).context("log benchmark failed")?;
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+fn serve(flags: ConfigFlags) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(&flags)?;
+    let listen = config.listen_addr;
+    let broker = Arc::new(Broker::open(config)?);
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let local = listener.local_addr()?;
+        // The readiness line scripts and tests wait for.
+        println!("logbook listening on {local}");
+        std::io::stdout().flush()?;
+        logbook::server::serve(broker, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn client_command(command: impl std::future::Future<Output = Result<(), ClientError>>) -> ExitCode {
+    let outcome = match runtime() {
+        Ok(rt) => rt.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::FAILURE as u8);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
         }
     }
-    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(flags) => {
+            init_logging("info");
+            match serve(flags) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(exit_code::FAILURE as u8)
+                }
+            }
+        }
+        Command::Config(flags) => match BrokerConfig::load(&flags) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(exit_code::USAGE as u8)
+            }
+        },
+        Command::Topic { server, command } => {
+            init_logging("warn");
+            client_command(cli::topic(&server, command))
+        }
+        Command::Produce { server, args } => {
+            init_logging("warn");
+            client_command(cli::produce(&server, args))
+        }
+        Command::Consume { server, args } => {
+            init_logging("warn");
+            client_command(cli::consume(&server, args))
+        }
+        Command::Bench(BenchCommand::Log(options)) => {
+            init_logging("error");
+            match run_log_bench(&options) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: log benchmark failed: {e}");
+                    ExitCode::from(exit_code::FAILURE as u8)
+                }
+            }
+        }
+    }
 }

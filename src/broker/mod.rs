@@ -432,23 +432,40 @@ impl Broker {
         if !max_wait.is_zero() && offset == *high_watermark.borrow() {
             let mut shutdown = self.shutdown_signal();
             tokio::select! {
-                _ = high_watermark.wait_for(|hw| *hw > offset) => {}
+                _ = wait_above(&mut high_watermark, offset) => {}
                 _ = tokio::time::sleep(max_wait) => {}
-                _ = shutdown.wait_for(|down| *down) => return Err(BrokerError::ShuttingDown),
+                _ = wait_until_set(&mut shutdown) => return Err(BrokerError::ShuttingDown),
             }
         }
         read(&partition, offset, max_bytes).await
     }
 
-    /// Starts shutting down: streams end, then every partition is synced and closed.
-    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+    /// First step of shutting down: following streams and long polls end.
+    pub fn stop_streams(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Last step of shutting down (once in-flight requests are done): every partition finishes
+    /// its queued appends, syncs and closes cleanly.
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.stop_streams();
         for topic in self.topics() {
             topic.close().await?;
         }
         tracing::info!("broker closed");
         Ok(())
     }
+}
+
+/// Waits until the watched offset is above `offset`; false if the sender is gone (the partition
+/// closed).
+pub async fn wait_above(watched: &mut watch::Receiver<u64>, offset: u64) -> bool {
+    watched.wait_for(|v| *v > offset).await.is_ok()
+}
+
+/// Waits until the watched flag is set (or its sender is gone).
+pub async fn wait_until_set(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 fn no_records() -> BrokerError {

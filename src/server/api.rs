@@ -1,0 +1,457 @@
+//! The gRPC services: thin translations between protobuf messages and [`Broker`] calls.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::to_status;
+use crate::broker::{
+    Broker, BrokerError, Consumed, DEFAULT_READ_BYTES, ProducePayload, Produced, TopicSettings,
+    TopicStatus, read, wait_above, wait_until_set,
+};
+use crate::log::{self, CleanupPolicy, LogError, NewRecord, RecordHeader};
+use crate::proto::v1::{
+    self as pb, consume_service_server::ConsumeService, metadata_service_server::MetadataService,
+    produce_service_server::ProduceService, topic_service_server::TopicService,
+};
+
+/// Largest byte budget a read may ask for.
+const MAX_READ_BYTES: usize = 64 << 20;
+/// Longest long poll.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Produce requests one stream may have waiting for acknowledgement.
+const STREAM_IN_FLIGHT: usize = 64;
+
+/// Implements every logbook service on top of one broker.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The broker served.
+    broker: Arc<Broker>,
+}
+
+impl Api {
+    /// Serves `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Api { broker }
+    }
+
+    fn check_size(&self, message: &impl Message) -> Result<(), Status> {
+        let limit = self.broker.config().max_request_bytes as usize;
+        let size = message.encoded_len();
+        if size > limit {
+            return Err(to_status(BrokerError::RequestTooLarge { size, limit }));
+        }
+        Ok(())
+    }
+}
+
+fn to_cleanup(policy: i32) -> Option<CleanupPolicy> {
+    match pb::CleanupPolicy::try_from(policy) {
+        Ok(pb::CleanupPolicy::Delete) => Some(CleanupPolicy::Delete),
+        Ok(pb::CleanupPolicy::Compact) => Some(CleanupPolicy::Compact),
+        _ => None,
+    }
+}
+
+fn from_cleanup(policy: CleanupPolicy) -> pb::CleanupPolicy {
+    match policy {
+        CleanupPolicy::Delete => pb::CleanupPolicy::Delete,
+        CleanupPolicy::Compact => pb::CleanupPolicy::Compact,
+    }
+}
+
+fn unlimited(v: Option<u64>) -> i64 {
+    v.map_or(-1, |v| v as i64)
+}
+
+fn describe(status: TopicStatus, leader: u64) -> pb::TopicDescription {
+    let c = &status.log_config;
+    pb::TopicDescription {
+        name: status.name,
+        partitions: status.partitions.len() as u32,
+        config: Some(pb::TopicConfig {
+            retention_bytes: Some(unlimited(c.retention_bytes)),
+            retention_ms: Some(unlimited(c.retention_ms)),
+            cleanup_policy: from_cleanup(c.cleanup_policy) as i32,
+            max_batch_bytes: Some(c.max_batch_bytes),
+            segment_max_bytes: Some(c.segment_max_bytes),
+        }),
+        partition_info: status
+            .partitions
+            .into_iter()
+            .map(|p| pb::PartitionInfo {
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+                leader_id: leader,
+            })
+            .collect(),
+    }
+}
+
+fn to_new_record(r: pb::Record) -> NewRecord {
+    NewRecord {
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| RecordHeader {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        // Negative: the broker stamps its own clock.
+        timestamp_ms: r.timestamp_ms.unwrap_or(-1),
+    }
+}
+
+fn to_consumed(r: log::Record) -> pb::ConsumedRecord {
+    pb::ConsumedRecord {
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| pb::Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+    }
+}
+
+fn produced(p: Produced) -> pb::ProduceResponse {
+    pb::ProduceResponse {
+        partition: p.partition,
+        base_offset: p.base_offset,
+        last_offset: p.last_offset,
+    }
+}
+
+/// Builds a consume response: decoded records from `from_offset` on, or the raw batches.
+fn consume_response(
+    consumed: Consumed,
+    from_offset: u64,
+    raw: bool,
+) -> Result<pb::ConsumeResponse, Status> {
+    let (records, record_batches) = if raw {
+        (Vec::new(), consumed.batches)
+    } else {
+        let records = log::decode_records(consumed.batches, from_offset)
+            .map_err(|e| to_status(LogError::from(e).into()))?;
+        (
+            records.into_iter().map(to_consumed).collect(),
+            Default::default(),
+        )
+    };
+    Ok(pb::ConsumeResponse {
+        records,
+        record_batches,
+        next_offset: consumed.next_offset,
+        log_start_offset: consumed.log_start_offset,
+        high_watermark: consumed.high_watermark,
+    })
+}
+
+fn read_budget(max_bytes: u32) -> usize {
+    match max_bytes {
+        0 => DEFAULT_READ_BYTES,
+        n => (n as usize).min(MAX_READ_BYTES),
+    }
+}
+
+async fn produce_one(
+    broker: Arc<Broker>,
+    request: pb::ProduceRequest,
+) -> Result<pb::ProduceResponse, Status> {
+    let payload = if request.record_batch.is_empty() {
+        ProducePayload::Records(request.records.into_iter().map(to_new_record).collect())
+    } else if request.records.is_empty() {
+        ProducePayload::Batch(request.record_batch)
+    } else {
+        return Err(to_status(BrokerError::InvalidArgument {
+            field: "records",
+            reason: "send either records or record_batch, not both".into(),
+        }));
+    };
+    broker
+        .produce(&request.topic, request.partition, payload)
+        .await
+        .map(produced)
+        .map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl TopicService for Api {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        let config = request.config.unwrap_or_default();
+        let settings = TopicSettings {
+            partitions: request.partitions,
+            retention_bytes: config.retention_bytes,
+            retention_ms: config.retention_ms,
+            cleanup_policy: to_cleanup(config.cleanup_policy),
+            max_batch_bytes: config.max_batch_bytes,
+            segment_max_bytes: config.segment_max_bytes,
+        };
+        let status = self
+            .broker
+            .create_topic(&request.name, settings)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(describe(status, self.broker.identity().node_id)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.broker
+            .delete_topic(&request.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|(name, partitions)| pb::TopicSummary { name, partitions })
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let status = self
+            .broker
+            .describe_topic(&request.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(describe(status, self.broker.identity().node_id)),
+        }))
+    }
+}
+
+/// A stream of responses fed by a spawned task.
+type ResponseStream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ProduceService for Api {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.check_size(request.get_ref())?;
+        produce_one(self.broker.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ProduceStreamStream = ResponseStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT);
+        let api = self.clone();
+        let mut shutdown = self.broker.shutdown_signal();
+        tokio::spawn(async move {
+            let mut pending = FuturesOrdered::new();
+            let mut inbound_open = true;
+            loop {
+                tokio::select! {
+                    message = inbound.message(), if inbound_open && pending.len() < STREAM_IN_FLIGHT => {
+                        match message {
+                            Ok(Some(request)) => {
+                                if let Err(status) = api.check_size(&request) {
+                                    pending.push_back(futures_util::future::Either::Left(async { Err(status) }));
+                                } else {
+                                    pending.push_back(futures_util::future::Either::Right(
+                                        produce_one(api.broker.clone(), request),
+                                    ));
+                                }
+                            }
+                            Ok(None) => inbound_open = false,
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some(result) = pending.next(), if !pending.is_empty() => {
+                        let failed = result.is_err();
+                        if tx.send(result).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    _ = wait_until_set(&mut shutdown), if inbound_open => {
+                        // Stop taking requests; acknowledge what is in flight, then end.
+                        inbound_open = false;
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl ConsumeService for Api {
+    async fn consume(
+        &self,
+        request: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<pb::ConsumeResponse>, Status> {
+        let r = request.into_inner();
+        let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
+        let consumed = self
+            .broker
+            .consume(
+                &r.topic,
+                r.partition,
+                r.offset,
+                read_budget(r.max_bytes),
+                wait,
+            )
+            .await
+            .map_err(to_status)?;
+        consume_response(consumed, r.offset, r.record_batches).map(Response::new)
+    }
+
+    type ConsumeStreamStream = ResponseStream<pb::ConsumeResponse>;
+
+    async fn consume_stream(
+        &self,
+        request: Request<pb::ConsumeStreamRequest>,
+    ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
+        let r = request.into_inner();
+        let partition = self
+            .broker
+            .partition(&r.topic, r.partition)
+            .map_err(to_status)?;
+        let start = match r.start {
+            Some(pb::consume_stream_request::Start::Offset(offset)) => offset,
+            Some(pb::consume_stream_request::Start::Position(p))
+                if p == pb::StartPosition::Latest as i32 =>
+            {
+                partition.high_watermark()
+            }
+            _ => partition.log().log_start_offset(),
+        };
+        let (budget, raw) = (read_budget(r.max_bytes), r.record_batches);
+        // Fail fast on a bad offset, before the stream starts.
+        let first = read(&partition, start, budget).await.map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(4);
+        let mut shutdown = self.broker.shutdown_signal();
+        tokio::spawn(async move {
+            let mut high_watermark = partition.watch_high_watermark();
+            let mut next = start;
+            let mut consumed = Some(first);
+            loop {
+                if let Some(c) = consumed.take().filter(|c| !c.batches.is_empty()) {
+                    let from = next;
+                    next = c.next_offset;
+                    let response = consume_response(c, from, raw);
+                    let failed = response.is_err();
+                    if tx.send(response).await.is_err() || failed {
+                        return;
+                    }
+                    if next < partition.high_watermark() {
+                        consumed = Some(match read(&partition, next, budget).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Err(to_status(e))).await;
+                                return;
+                            }
+                        });
+                        continue;
+                    }
+                }
+                // Caught up: wait for new records, shutdown, or the client leaving. No polling.
+                tokio::select! {
+                    open = wait_above(&mut high_watermark, next) => {
+                        if !open {
+                            let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
+                            return;
+                        }
+                    }
+                    _ = wait_until_set(&mut shutdown) => {
+                        let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                }
+                consumed = Some(match read(&partition, next, budget).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl MetadataService for Api {
+    async fn get_metadata(
+        &self,
+        _request: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let node = self.broker.identity().node_id;
+        let mut leads = Vec::new();
+        let mut partitions = Vec::new();
+        for topic in self.broker.topics() {
+            for p in &topic.partitions {
+                leads.push(pb::TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: p.index,
+                });
+                partitions.push(pb::PartitionMetadata {
+                    topic: topic.name.clone(),
+                    partition: p.index,
+                    leader_id: node,
+                    replica_ids: vec![node],
+                });
+            }
+        }
+        Ok(Response::new(pb::GetMetadataResponse {
+            cluster_id: self.broker.identity().cluster_id.clone(),
+            servers: vec![pb::ServerInfo {
+                node_id: node,
+                address: self.broker.address(),
+                leads,
+            }],
+            partitions,
+        }))
+    }
+}
