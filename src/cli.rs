@@ -169,7 +169,7 @@ pub async fn topic(server: &ServerArgs, command: TopicCommand) -> Result<(), Cli
 }
 
 fn print_description(topic: &pb::TopicDescription) {
-    let c = topic.config.clone().unwrap_or_default();
+    let c = topic.config.unwrap_or_default();
     let policy = match pb::CleanupPolicy::try_from(c.cleanup_policy) {
         Ok(pb::CleanupPolicy::Compact) => "compact",
         _ => "delete",

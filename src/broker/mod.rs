@@ -19,7 +19,8 @@ pub use topic::{Partition, Topic, TopicSettings, validate_topic_name};
 
 use crate::config::BrokerConfig;
 use crate::log::{
-    LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms, split_batches,
+    AppendTicket, LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms,
+    split_batches,
 };
 
 /// Default byte budget of a read.
@@ -108,6 +109,27 @@ pub struct Produced {
     pub base_offset: u64,
     /// Offset of the last record.
     pub last_offset: u64,
+}
+
+/// Records queued on a partition, waiting for their acknowledgement.
+#[derive(Debug)]
+pub struct PendingProduce {
+    /// Partition they were queued on.
+    partition: u32,
+    /// The queued append.
+    ticket: AppendTicket,
+}
+
+impl PendingProduce {
+    /// Waits until the records are acknowledged.
+    pub async fn acknowledged(self) -> Result<Produced, BrokerError> {
+        let offsets = self.ticket.acknowledged().await?;
+        Ok(Produced {
+            partition: self.partition,
+            base_offset: offsets.start,
+            last_offset: offsets.end - 1,
+        })
+    }
 }
 
 /// What a read returned.
@@ -360,6 +382,21 @@ impl Broker {
         partition: Option<u32>,
         payload: ProducePayload,
     ) -> Result<Produced, BrokerError> {
+        self.submit_produce(topic, partition, payload)
+            .await?
+            .acknowledged()
+            .await
+    }
+
+    /// Validates records and queues them on their partition, returning once queued: records
+    /// submitted one after another keep that order in the log, while their acknowledgements
+    /// can be awaited together (how a produce stream pipelines).
+    pub async fn submit_produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        payload: ProducePayload,
+    ) -> Result<PendingProduce, BrokerError> {
         let topic = self.topic(topic)?;
         let max = topic.log_config.max_batch_bytes as usize;
         let (batch, keys_partition) = match payload {
@@ -408,12 +445,10 @@ impl Broker {
             (None, Some(p)) => p,
             (None, None) => topic.partition_for(None),
         };
-        let target = topic.partition(index)?;
-        let offsets = target.append(batch).await?;
-        Ok(Produced {
+        let ticket = topic.partition(index)?.submit(batch).await?;
+        Ok(PendingProduce {
             partition: index,
-            base_offset: offsets.start,
-            last_offset: offsets.end - 1,
+            ticket,
         })
     }
 

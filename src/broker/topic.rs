@@ -7,7 +7,6 @@
 //! ```
 
 use std::fs;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,7 +19,8 @@ use super::BrokerError;
 use super::identity::write_atomically;
 use crate::config::{MAX_PARTITIONS, limit};
 use crate::log::{
-    CleanupPolicy, GroupCommit, LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch,
+    AppendTicket, CleanupPolicy, GroupCommit, LogConfig, LogError, Maintenance, PartitionLog,
+    ValidatedBatch,
 };
 
 /// Settings file of a topic.
@@ -139,9 +139,10 @@ impl Partition {
         &self.log
     }
 
-    /// Appends a batch through group commit; resolves once acknowledged.
-    pub async fn append(&self, batch: ValidatedBatch) -> Result<Range<u64>, LogError> {
-        self.writer.append(batch, 0).await
+    /// Queues a batch on the group-commit writer (in call order); the ticket resolves once
+    /// it is acknowledged.
+    pub async fn submit(&self, batch: ValidatedBatch) -> Result<AppendTicket, LogError> {
+        self.writer.submit(batch, 0).await
     }
 
     /// Offset after the last acknowledged record: what consumers may read below.

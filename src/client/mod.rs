@@ -366,12 +366,38 @@ impl ProduceStream {
 
     /// The next acknowledgement, in request order; `None` once the stream has ended cleanly.
     pub async fn next_ack(&mut self) -> Option<Result<pb::ProduceResponse>> {
-        self.acks
-            .message()
-            .await
-            .transpose()
-            .map(|r| r.map_err(ClientError::from))
+        next_ack(&mut self.acks).await
     }
+
+    /// Splits the stream so that one task sends while another reads acknowledgements. Dropping
+    /// the sender finishes the stream.
+    pub fn into_parts(self) -> (mpsc::Sender<pb::ProduceRequest>, ProduceAcks) {
+        let sender = self.sender.unwrap_or_else(|| mpsc::channel(1).0);
+        (sender, ProduceAcks { acks: self.acks })
+    }
+}
+
+/// The acknowledgement half of a split [`ProduceStream`].
+#[derive(Debug)]
+pub struct ProduceAcks {
+    /// Acknowledgements, in request order.
+    acks: Streaming<pb::ProduceResponse>,
+}
+
+impl ProduceAcks {
+    /// The next acknowledgement, in request order; `None` once the stream has ended cleanly.
+    pub async fn next_ack(&mut self) -> Option<Result<pb::ProduceResponse>> {
+        next_ack(&mut self.acks).await
+    }
+}
+
+async fn next_ack(
+    acks: &mut Streaming<pb::ProduceResponse>,
+) -> Option<Result<pb::ProduceResponse>> {
+    acks.message()
+        .await
+        .transpose()
+        .map(|r| r.map_err(ClientError::from))
 }
 
 /// An open consume stream.

@@ -44,6 +44,25 @@ struct Written {
     epoch: u64,
 }
 
+/// A queued append, waiting for its acknowledgement.
+#[derive(Debug)]
+pub struct AppendTicket {
+    /// Resolves with the offsets once acknowledged.
+    done: oneshot::Receiver<Result<Range<u64>>>,
+    /// The partition directory (for the error if the writer goes away).
+    dir: std::path::PathBuf,
+}
+
+impl AppendTicket {
+    /// Waits for the acknowledgement: the offsets the batch got.
+    pub async fn acknowledged(self) -> Result<Range<u64>> {
+        match self.done.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(LogError::Closed { dir: self.dir }),
+        }
+    }
+}
+
 /// The asynchronous, group-committing front of a [`PartitionLog`].
 #[derive(Debug)]
 pub struct GroupCommit {
@@ -111,11 +130,15 @@ impl GroupCommit {
     /// Appends one batch and resolves once it is acknowledged (durable under `fsync = always`),
     /// with the offsets it was given.
     pub async fn append(&self, batch: ValidatedBatch, leader_epoch: i32) -> Result<Range<u64>> {
+        self.submit(batch, leader_epoch).await?.acknowledged().await
+    }
+
+    /// Queues one batch and returns once it is queued (waiting only for queue space). Batches
+    /// get offsets in the order they were queued, so a caller that submits one after another
+    /// keeps its order in the log while waiting for many acknowledgements at once.
+    pub async fn submit(&self, batch: ValidatedBatch, leader_epoch: i32) -> Result<AppendTicket> {
         let (reply, done) = oneshot::channel();
-        let closed = || LogError::Closed {
-            dir: self.log.dir().to_path_buf(),
-        };
-        let queue = self.queue.read().clone().ok_or_else(closed)?;
+        let queue = self.queue.read().clone().ok_or_else(|| self.closed())?;
         queue
             .send(Pending {
                 batch,
@@ -123,8 +146,17 @@ impl GroupCommit {
                 reply,
             })
             .await
-            .map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?
+            .map_err(|_| self.closed())?;
+        Ok(AppendTicket {
+            done,
+            dir: self.log.dir().to_path_buf(),
+        })
+    }
+
+    fn closed(&self) -> LogError {
+        LogError::Closed {
+            dir: self.log.dir().to_path_buf(),
+        }
     }
 
     /// Watches the end offset of acknowledged appends (for consumers following the tail).

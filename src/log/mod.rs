@@ -31,7 +31,7 @@ pub use compaction::{CompactionReport, MaintenanceReport};
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub(crate) use error::IoContext;
 pub use error::{LogError, Result};
-pub use group_commit::{GroupCommit, MAX_GROUP_BYTES};
+pub use group_commit::{AppendTicket, GroupCommit, MAX_GROUP_BYTES};
 pub use maintenance::Maintenance;
 pub use partition::{
     PartitionLog, ReadResult, RecoveryReport, RetentionReport, SegmentInfo, now_ms,

@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::status::to_status;
 use crate::broker::{
-    Broker, BrokerError, Consumed, DEFAULT_READ_BYTES, ProducePayload, Produced, TopicSettings,
-    TopicStatus, read, wait_above, wait_until_set,
+    Broker, BrokerError, Consumed, DEFAULT_READ_BYTES, PendingProduce, ProducePayload, Produced,
+    TopicSettings, TopicStatus, read, wait_above, wait_until_set,
 };
 use crate::log::{self, CleanupPolicy, LogError, NewRecord, RecordHeader};
 use crate::proto::v1::{
@@ -171,10 +171,12 @@ fn read_budget(max_bytes: u32) -> usize {
     }
 }
 
-async fn produce_one(
-    broker: Arc<Broker>,
+/// Validates a produce request and queues its records (in call order); the returned future
+/// resolves with the acknowledgement.
+async fn submit_one(
+    broker: &Broker,
     request: pb::ProduceRequest,
-) -> Result<pb::ProduceResponse, Status> {
+) -> Result<PendingProduce, Status> {
     let payload = if request.record_batch.is_empty() {
         ProducePayload::Records(request.records.into_iter().map(to_new_record).collect())
     } else if request.records.is_empty() {
@@ -186,7 +188,14 @@ async fn produce_one(
         }));
     };
     broker
-        .produce(&request.topic, request.partition, payload)
+        .submit_produce(&request.topic, request.partition, payload)
+        .await
+        .map_err(to_status)
+}
+
+async fn acknowledged(pending: PendingProduce) -> Result<pb::ProduceResponse, Status> {
+    pending
+        .acknowledged()
         .await
         .map(produced)
         .map_err(to_status)
@@ -267,9 +276,8 @@ impl ProduceService for Api {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         self.check_size(request.get_ref())?;
-        produce_one(self.broker.clone(), request.into_inner())
-            .await
-            .map(Response::new)
+        let pending = submit_one(&self.broker, request.into_inner()).await?;
+        acknowledged(pending).await.map(Response::new)
     }
 
     type ProduceStreamStream = ResponseStream<pb::ProduceResponse>;
@@ -290,13 +298,13 @@ impl ProduceService for Api {
                     message = inbound.message(), if inbound_open && pending.len() < STREAM_IN_FLIGHT => {
                         match message {
                             Ok(Some(request)) => {
-                                if let Err(status) = api.check_size(&request) {
-                                    pending.push_back(futures_util::future::Either::Left(async { Err(status) }));
-                                } else {
-                                    pending.push_back(futures_util::future::Either::Right(
-                                        produce_one(api.broker.clone(), request),
-                                    ));
-                                }
+                                // Queued here, one after another, so the stream's records keep
+                                // their order in the log; acknowledgements are awaited together.
+                                let queued = match api.check_size(&request) {
+                                    Ok(()) => submit_one(&api.broker, request).await,
+                                    Err(status) => Err(status),
+                                };
+                                pending.push_back(async move { acknowledged(queued?).await });
                             }
                             Ok(None) => inbound_open = false,
                             Err(status) => {

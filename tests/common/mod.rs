@@ -1,6 +1,8 @@
 //! Helpers shared by the storage-engine tests.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use bytes::{Bytes, BytesMut};
 use logbook::log::{
     LogConfig, NewRecord, PartitionLog, Record, RecordHeader, ValidatedBatch, decode_records,

@@ -1,0 +1,140 @@
+//! Runs the real `logbook` binary as a broker process for black-box tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use logbook::client::Client;
+
+/// Path of the binary under test.
+pub fn logbook_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_logbook")
+}
+
+/// A broker child process listening on a free port.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    /// host:port it listens on.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its stderr log.
+    pub log_path: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts `logbook serve` on `data_dir` (port 0) with extra flags and waits for its
+    /// readiness line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        let log_path = data_dir.with_extension("broker.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut child = Command::new(logbook_bin())
+            .args(["serve", "--listen-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("LOGBOOK_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "broker did not start; its log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            });
+        let addr = line
+            .strip_prefix("logbook listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        BrokerProcess {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        }
+    }
+
+    /// A client connected to it.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.unwrap()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits (up to 60 s) for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("broker did not exit within 60 s of SIGTERM")
+            .unwrap()
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the CLI against `addr` with `args`, feeding `stdin`.
+pub fn cli(addr: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(logbook_bin())
+        .args(args)
+        .env("LOGBOOK_SERVER", addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
