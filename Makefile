@@ -2,13 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup test fmt lint bench-log ci clean
+.PHONY: help setup run test fmt lint bench-log bench-broker ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 setup: ## Check and install what the build and the tests need
 	@scripts/setup.sh
+
+run: setup ## Build and start a broker with embedded defaults (data in ./data, 127.0.0.1:7400)
+	$(CARGO) run --release -- serve
 
 test: setup ## Run the whole test suite (the README's test command)
 	$(CARGO) test --all-targets
@@ -22,6 +25,9 @@ lint: ## Clippy with warnings as errors
 
 bench-log: ## Storage-engine benchmark against the raw disk (prints a table and a bench-log: line)
 	$(CARGO) run --release -- bench log
+
+bench-broker: ## Broker benchmark: produce streams, latency, consume, memory (prints a bench-broker: line)
+	$(CARGO) run --release -- bench broker
 
 ci: ## What CI runs
 	.ci/run

@@ -84,7 +84,7 @@ pub struct ProduceArgs {
     /// Key of every record.
     #[arg(long, conflicts_with = "key_separator")]
     pub key: Option<String>,
-    /// Each line is KEY<SEPARATOR>VALUE (lines without the separator have no key).
+    /// Each line is `KEY<SEPARATOR>VALUE` (lines without the separator have no key).
     #[arg(long)]
     pub key_separator: Option<String>,
     /// Read lines from this file instead of stdin.

@@ -5,15 +5,18 @@
 //! | module | owns | status |
 //! |---|---|---|
 //! | [`log`] | segments, mmap index, RecordBatch v2 framing and CRC, recovery, retention, compaction, group commit | built |
-//! | [`bench`] | benchmark programs run by `logbook bench ...` | built (`bench log`) |
+//! | [`broker`] | topics and partitions on this node, node identity, produce/consume operations | built (single node) |
+//! | [`server`] | tonic services (client API, health, reflection), error statuses, graceful shutdown | built |
+//! | [`client`] | client library (connect, produce, consume, streams) and the Kafka partitioner | built |
+//! | [`cli`] | `topic`, `produce`, `consume` commands | built |
+//! | [`config`] | figment layering and validation | built |
+//! | [`proto`] | generated gRPC types | built |
+//! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`) |
 //! | `raft` | openraft type config, log storage on top of `log`, network | planned |
 //! | `cluster` | gossip membership, metadata controller, placement, node replacement | planned |
 //! | `snapshot` | snapshot manifests, `SnapshotStore` (S3, local dir), restore | planned |
-//! | `server` | tonic services (client API, Raft RPC, health), interceptors | planned |
 //! | `security` | rustls configs, casbin ACLs, certificate tool | planned |
 //! | `telemetry` | tracing, OTLP, metrics | planned |
-//! | `config` | figment layering and validation | planned |
-//! | `client` | client library and CLI support | planned |
 //!
 //! Dependencies run one way: `server`/`cluster` → `raft` → `log`; `snapshot` depends on `log`
 //! only; nothing depends on `server`. `main.rs` only parses the command line and wires parts.

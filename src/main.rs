@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use logbook::bench::broker::{BrokerBenchOptions, run as run_broker_bench};
 use logbook::bench::log::{LogBenchOptions, run as run_log_bench};
 use logbook::broker::Broker;
 use logbook::cli::{self, ConsumeArgs, ProduceArgs, ServerArgs, TopicCommand};
@@ -55,6 +56,8 @@ enum Command {
 enum BenchCommand {
     /// The storage engine against the raw disk (write+fdatasync, reads, open time).
     Log(LogBenchOptions),
+    /// A broker under produce streams and consumers, against the raw disk.
+    Broker(BrokerBenchOptions),
 }
 
 fn init_logging(default: &str) {
@@ -157,6 +160,16 @@ fn main() -> ExitCode {
         Command::Consume { server, args } => {
             init_logging("warn");
             client_command(cli::consume(&server, args))
+        }
+        Command::Bench(BenchCommand::Broker(options)) => {
+            init_logging("error");
+            match run_broker_bench(&options) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: broker benchmark failed: {e}");
+                    ExitCode::from(exit_code::FAILURE as u8)
+                }
+            }
         }
         Command::Bench(BenchCommand::Log(options)) => {
             init_logging("error");

@@ -116,17 +116,17 @@ impl LogBenchSummary {
     }
 }
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
-fn mb_s(bytes: u64, elapsed: Duration) -> f64 {
+pub(crate) fn mb_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
 
 /// Raw patterns: `Some(n)`: one thread, 1 MiB writes, fdatasync every `n` MiB (0: only at the
 /// end); `None`: one thread writing 1 MiB chunks while a second calls fdatasync in a loop.
-const RAW_PATTERNS: [Option<u64>; 4] = [Some(0), Some(1), Some(8), None];
+pub(crate) const RAW_PATTERNS: [Option<u64>; 4] = [Some(0), Some(1), Some(8), None];
 
-fn raw_pattern_name(pattern: Option<u64>) -> String {
+pub(crate) fn raw_pattern_name(pattern: Option<u64>) -> String {
     match pattern {
         Some(0) => "raw write, fdatasync at the end".into(),
         Some(n) => format!("raw write, fdatasync every {n} MiB"),
@@ -135,13 +135,13 @@ fn raw_pattern_name(pattern: Option<u64>) -> String {
 }
 
 /// Flushes all dirty pages (outside the timed part), so no run pays for the previous one's.
-fn settle() {
+pub(crate) fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 }
 
 /// Raw sequential write of `total` bytes in 1 MiB writes, made durable per `pattern`.
-fn raw_write(dir: &Path, total: u64, pattern: Option<u64>) -> Result<f64, LogError> {
+pub(crate) fn raw_write(dir: &Path, total: u64, pattern: Option<u64>) -> Result<f64, LogError> {
     let path = dir.join("raw.bin");
     let chunk: Vec<u8> = (0..MIB).map(|_| fastrand::u8(..)).collect();
     settle();
@@ -183,7 +183,10 @@ fn raw_write(dir: &Path, total: u64, pattern: Option<u64>) -> Result<f64, LogErr
 }
 
 /// p50 and p99 of one 4 KiB write + fdatasync.
-fn raw_sync_latency(dir: &Path, samples: usize) -> Result<(Duration, Duration), LogError> {
+pub(crate) fn raw_sync_latency(
+    dir: &Path,
+    samples: usize,
+) -> Result<(Duration, Duration), LogError> {
     let path = dir.join("raw-sync.bin");
     let mut file = fs::File::create(&path).at(&path)?;
     let block = vec![7u8; 4096];
@@ -200,7 +203,7 @@ fn raw_sync_latency(dir: &Path, samples: usize) -> Result<(Duration, Duration), 
 }
 
 /// One encoded producer batch of `records` records of `value_bytes` each.
-fn template_batch(records: usize, value_bytes: usize) -> Result<Bytes, LogError> {
+pub(crate) fn template_batch(records: usize, value_bytes: usize) -> Result<Bytes, LogError> {
     let value: Bytes = (0..value_bytes)
         .map(|_| fastrand::u8(..))
         .collect::<Vec<_>>()

@@ -1,6 +1,7 @@
 //! Benchmark programs (`logbook bench ...`). They print numbers next to the machine's own limits
 //! measured in the same run; they are never run as timed assertions in the test suite.
 
+pub mod broker;
 pub mod log;
 
 use std::time::Duration;

@@ -152,7 +152,8 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| connect_error(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
         let channel = endpoint.connect().await.map_err(|e| {
             let mut reason = e.to_string();
             let mut source = std::error::Error::source(&e);

@@ -6,10 +6,11 @@ mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 pub use api::Api;
 pub use status::{ERROR_DOMAIN, to_status};
@@ -78,7 +79,13 @@ pub async fn serve(
             broker.stop_streams();
         }
     };
+    // Our own listener, so tonic's tcp_nodelay setting does not apply: set it on each accepted
+    // connection (without it, Nagle's algorithm and delayed ACKs add ~40 ms stalls).
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     Server::builder()
+        .http2_adaptive_window(Some(true))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TopicServiceServer::new(api.clone()).max_decoding_message_size(limit))
@@ -89,7 +96,7 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MetadataServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await?;
     broker.close().await?;
     Ok(())
