@@ -227,13 +227,24 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
             "cannot read input: {e}"
         )))
     })?;
-    let mut stream = client.produce_stream().await?;
+    // Acknowledgements are read while requests are still being sent (HTTP/2 flow control
+    // would otherwise stall both sides on a large input).
+    let (sender, mut acks) = client.produce_stream().await?.into_parts();
+    let reader = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while let Some(ack) = acks.next_ack().await {
+            ack?;
+            acked += 1;
+        }
+        Ok::<u64, ClientError>(acked)
+    });
     let mut pending = Pending {
         by_partition: BTreeMap::new(),
         next_round_robin: fastrand::u32(..partitions),
     };
-    let (mut sent, mut acked, mut records) = (0u64, 0u64, 0u64);
+    let (mut sent, mut records) = (0u64, 0u64);
     let batch = args.batch_records.max(1);
+    let mut stream_ended = false;
     while let Some(line) = lines_rx.recv().await {
         let line = line.map_err(|e| {
             ClientError::Status(tonic::Status::invalid_argument(format!(
@@ -254,28 +265,34 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
         records += 1;
         if queue.len() >= batch {
             let full = std::mem::take(queue);
-            stream
-                .send(produce_request(&args.topic, Some(partition), &full)?)
-                .await?;
             sent += 1;
+            let request = produce_request(&args.topic, Some(partition), &full)?;
+            if sender.send(request).await.is_err() {
+                stream_ended = true;
+                break;
+            }
             if args.key.is_none() && args.key_separator.is_none() && args.partition.is_none() {
                 pending.next_round_robin = (pending.next_round_robin + 1) % partitions;
             }
         }
     }
-    for (partition, rest) in std::mem::take(&mut pending.by_partition) {
-        if !rest.is_empty() {
-            stream
-                .send(produce_request(&args.topic, Some(partition), &rest)?)
-                .await?;
+    if !stream_ended {
+        for (partition, rest) in std::mem::take(&mut pending.by_partition) {
+            if rest.is_empty() {
+                continue;
+            }
             sent += 1;
+            let request = produce_request(&args.topic, Some(partition), &rest)?;
+            if sender.send(request).await.is_err() {
+                break;
+            }
         }
     }
-    stream.finish();
-    while let Some(ack) = stream.next_ack().await {
-        ack?;
-        acked += 1;
-    }
+    drop(sender);
+    // The broker's own error (if the stream ended early) comes from the acknowledgements.
+    let acked = reader
+        .await
+        .map_err(|e| ClientError::Status(tonic::Status::internal(e.to_string())))??;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }

@@ -536,3 +536,137 @@ async fn sigterm_ends_following_streams_and_exits_cleanly() {
         other => panic!("the stream should end on shutdown, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_ends_a_produce_stream_and_nothing_after_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let mut client = broker.client().await;
+    client
+        .create_topic("ok", 1, Default::default())
+        .await
+        .unwrap();
+    let (sender, mut acks) = client.produce_stream().await.unwrap().into_parts();
+    let request = |topic: &str, value: &str| {
+        logbook::client::produce_request(topic, Some(0), &[rec(None, value)]).unwrap()
+    };
+    sender.send(request("ok", "first")).await.unwrap();
+    sender.send(request("missing", "fails")).await.unwrap();
+    for i in 0..20 {
+        // May or may not be accepted by the channel; either way they must not be written.
+        let _ = sender.send(request("ok", &format!("after-{i}"))).await;
+    }
+    drop(sender);
+    assert_eq!(acks.next_ack().await.unwrap().unwrap().base_offset, 0);
+    let error = acks.next_ack().await.unwrap().unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::NotFound));
+    assert!(
+        acks.next_ack().await.is_none(),
+        "the stream ends at the failure"
+    );
+    assert_eq!(
+        values(&mut client, "ok", 0, 0).await,
+        vec![(0, "first".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_partition_takes_records_with_any_keys_and_names_are_never_special() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::start(&data, &[]);
+    let mut client = broker.client().await;
+    // A name that looks like a leftover of a delete is an ordinary topic.
+    client
+        .create_topic("x.deleted-1", 3, Default::default())
+        .await
+        .unwrap();
+    let mixed: Vec<NewRecord> = (0..10).map(|i| rec(Some(&format!("k{i}")), "v")).collect();
+    let ack = client
+        .produce("x.deleted-1", Some(1), &mixed)
+        .await
+        .unwrap();
+    assert_eq!((ack.partition, ack.base_offset, ack.last_offset), (1, 0, 9));
+    // The message form too.
+    let mut raw = ProduceServiceClient::connect(format!("http://{}", broker.addr))
+        .await
+        .unwrap();
+    let records = (0..10)
+        .map(|i| pb::Record {
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: None,
+        })
+        .collect();
+    let response = raw
+        .produce(pb::ProduceRequest {
+            topic: "x.deleted-1".into(),
+            partition: Some(2),
+            records,
+            record_batch: Bytes::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.partition, 2);
+    assert!(broker.terminate().success());
+    let broker = BrokerProcess::start(&data, &[]);
+    let mut client = broker.client().await;
+    let topic = client.describe_topic("x.deleted-1").await.unwrap();
+    assert_eq!(topic.partition_info[1].high_watermark, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_deleted_topic_ends_with_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let mut client = broker.client().await;
+    client
+        .create_topic("gone", 1, Default::default())
+        .await
+        .unwrap();
+    client
+        .produce("gone", Some(0), &[rec(None, "v")])
+        .await
+        .unwrap();
+    let mut follower = client
+        .consume_stream("gone", 0, Start::Earliest, 0)
+        .await
+        .unwrap();
+    let first = follower.next().await.unwrap().unwrap();
+    assert_eq!(first.records.len(), 1);
+    client.delete_topic("gone").await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), follower.next())
+        .await
+        .expect("the stream ends when its topic is deleted");
+    match end {
+        Some(Err(e)) => assert_eq!(e.code(), Some(tonic::Code::NotFound)),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_forever_for_a_client_that_stopped_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let mut client = broker.client().await;
+    client
+        .create_topic("big", 1, Default::default())
+        .await
+        .unwrap();
+    let value = "b".repeat(60_000);
+    for _ in 0..300 {
+        let batch: Vec<NewRecord> = (0..10).map(|_| rec(None, &value)).collect();
+        client.produce("big", Some(0), &batch).await.unwrap();
+    }
+    // A consumer that opens a stream over ~180 MB and never reads it.
+    let _stalled = client
+        .consume_stream("big", 0, Start::Earliest, 0)
+        .await
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || broker.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

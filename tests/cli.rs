@@ -252,3 +252,39 @@ fn failures_have_clear_messages_and_exit_codes() {
     let out = cli(addr, &["consume", "--topic", "t", "--offset", "3"], "");
     assert_eq!(out.status.code(), Some(exit_code::USAGE));
 }
+
+#[test]
+fn a_large_input_in_many_small_requests_does_not_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let addr = broker.addr.as_str();
+    assert!(
+        cli(addr, &["topic", "create", "many", "--partitions", "1"], "")
+            .status
+            .success()
+    );
+    let input: String = (0..5000)
+        .map(|i| format!("line {i} {}\n", "p".repeat(100)))
+        .collect();
+    let out = cli(
+        addr,
+        &["produce", "--topic", "many", "--batch-records", "1"],
+        &input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("produced 5000 record(s)"));
+    let out = cli(
+        addr,
+        &[
+            "consume",
+            "--topic",
+            "many",
+            "--partition",
+            "0",
+            "--offset",
+            "4999",
+        ],
+        "",
+    );
+    assert!(stdout(&out).starts_with("line 4999 "), "{}", stdout(&out));
+}

@@ -157,7 +157,7 @@ fn child_append(dir: &Path, run: u32) {
         .build()
         .unwrap();
     let log = Arc::new(PartitionLog::open(dir, append_config()).unwrap());
-    let writer = Arc::new(GroupCommit::start(log, FsyncPolicy::Always));
+    let writer = Arc::new(GroupCommit::start(log, FsyncPolicy::Always).unwrap());
     runtime.block_on(async move {
         let mut tasks = Vec::new();
         for task in 0..4u32 {

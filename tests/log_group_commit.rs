@@ -23,7 +23,7 @@ fn open(dir: &std::path::Path, fsync: FsyncPolicy) -> Arc<PartitionLog> {
 async fn concurrent_appends_share_fsyncs_and_are_durable_when_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), FsyncPolicy::Always);
-    let writer = Arc::new(GroupCommit::start(log.clone(), FsyncPolicy::Always));
+    let writer = Arc::new(GroupCommit::start(log.clone(), FsyncPolicy::Always).unwrap());
     let (producers, per_producer) = (100u64, 5u64);
     let mut tasks = Vec::new();
     for p in 0..producers {
@@ -70,7 +70,7 @@ async fn concurrent_appends_share_fsyncs_and_are_durable_when_acknowledged() {
 async fn never_acknowledges_without_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), FsyncPolicy::Never);
-    let writer = GroupCommit::start(log.clone(), FsyncPolicy::Never);
+    let writer = GroupCommit::start(log.clone(), FsyncPolicy::Never).unwrap();
     for i in 0..10 {
         let range = writer
             .append(common::batch(&[common::record("k", b"v", i)]), 0)
@@ -91,7 +91,7 @@ async fn interval_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let policy = FsyncPolicy::Interval { ms: 20 };
     let log = open(dir.path(), policy);
-    let writer = GroupCommit::start(log.clone(), policy);
+    let writer = GroupCommit::start(log.clone(), policy).unwrap();
     let mut acked = writer.acked_offsets();
     for i in 0..5 {
         writer
@@ -113,7 +113,7 @@ async fn interval_syncs_in_the_background() {
 async fn appends_after_close_fail_with_closed() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), FsyncPolicy::Always);
-    let writer = GroupCommit::start(log.clone(), FsyncPolicy::Always);
+    let writer = GroupCommit::start(log.clone(), FsyncPolicy::Always).unwrap();
     writer
         .append(common::batch(&[common::record("k", b"v", 1)]), 0)
         .await

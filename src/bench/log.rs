@@ -237,7 +237,8 @@ fn group_commit_run(
 ) -> Result<(f64, f64, Arc<PartitionLog>), LogError> {
     let _ = fs::remove_dir_all(dir);
     let log = Arc::new(PartitionLog::open(dir, bench_config(policy))?);
-    let writer = Arc::new(GroupCommit::start(log.clone(), policy));
+    let writer =
+        Arc::new(GroupCommit::start(log.clone(), policy).map_err(|e| LogError::io(dir, e))?);
     settle();
     let batch_bytes = template.len() as u64;
     let batches_total = (opts.total_mib * MIB).div_ceil(batch_bytes);

@@ -213,6 +213,12 @@ impl Broker {
             return Err(BrokerError::DataDirLocked(data_dir));
         }
         let identity = NodeIdentity::load_or_create(&data_dir)?;
+        // Deleted topics are moved here before their files are removed; finish interrupted ones.
+        let trash_dir = data_dir.join("trash");
+        if trash_dir.exists() {
+            fs::remove_dir_all(&trash_dir).map_err(|e| BrokerError::io(&trash_dir, e))?;
+        }
+        fs::create_dir_all(&trash_dir).map_err(|e| BrokerError::io(&trash_dir, e))?;
         let every = Duration::from_millis(config.maintenance_interval_ms);
         let mut topics = BTreeMap::new();
         for entry in fs::read_dir(&topics_dir).map_err(|e| BrokerError::io(&topics_dir, e))? {
@@ -220,11 +226,6 @@ impl Broker {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if !path.is_dir() {
-                continue;
-            }
-            if name.contains(".deleted-") {
-                // An interrupted delete: finish it.
-                fs::remove_dir_all(&path).map_err(|e| BrokerError::io(&path, e))?;
                 continue;
             }
             match Topic::open(&path, &log_defaults, every)? {
@@ -337,16 +338,20 @@ impl Broker {
             .write()
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        // Closed before the move: a partition writes new segment files by path.
         topic.close().await?;
-        let doomed = self.topics_dir.join(format!("{name}.deleted-{}", now_ms()));
-        let source = topic.dir.clone();
+        let doomed =
+            self.config
+                .data_dir
+                .join("trash")
+                .join(format!("{}-{}", now_ms(), fastrand::u32(..)));
+        let (source, topics_dir) = (topic.dir.clone(), self.topics_dir.clone());
         tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
+            // The rename is the commit point: after it the topic is gone even across a crash.
             fs::rename(&source, &doomed).map_err(|e| BrokerError::io(&source, e))?;
-            if let Some(parent) = doomed.parent() {
-                fs::File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| BrokerError::io(parent, e))?;
-            }
+            fs::File::open(&topics_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| BrokerError::io(&topics_dir, e))?;
             fs::remove_dir_all(&doomed).map_err(|e| BrokerError::io(&doomed, e))
         })
         .await
@@ -410,7 +415,10 @@ impl Broker {
                         record.timestamp_ms = now;
                     }
                 }
-                let keys = key_partition(&topic, records.iter().map(|r| r.key.as_deref()))?;
+                let keys = match partition {
+                    Some(_) => None,
+                    None => key_partition(&topic, records.iter().map(|r| r.key.as_deref()))?,
+                };
                 let bytes = encode_batch(&records).map_err(LogError::from)?;
                 (ValidatedBatch::new(bytes.freeze(), max)?, keys)
             }
@@ -484,11 +492,14 @@ impl Broker {
     /// its queued appends, syncs and closes cleanly.
     pub async fn close(&self) -> Result<(), BrokerError> {
         self.stop_streams();
+        let mut first = Ok(());
         for topic in self.topics() {
-            topic.close().await?;
+            if let Err(e) = topic.close().await {
+                first = first.and(Err(e.into()));
+            }
         }
         tracing::info!("broker closed");
-        Ok(())
+        first
     }
 }
 
@@ -569,9 +580,16 @@ pub async fn read(
                 },
                 other => other,
             })?;
+    // Nothing readable below the high watermark from here (compaction left a gap up to it):
+    // the next read starts at the high watermark, so readers never spin on the same offset.
+    let next_offset = if read.batches.is_empty() && offset < high_watermark {
+        high_watermark
+    } else {
+        read.next_offset
+    };
     Ok(Consumed {
         batches: read.batches,
-        next_offset: read.next_offset,
+        next_offset,
         log_start_offset: read.log_start_offset,
         high_watermark,
     })

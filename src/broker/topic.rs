@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -109,8 +110,8 @@ pub struct Partition {
     log: Arc<PartitionLog>,
     /// Group commit in front of the log.
     writer: GroupCommit,
-    /// Retention and compaction; stopped when dropped.
-    _maintenance: Maintenance,
+    /// Retention and compaction (taken and stopped on close).
+    maintenance: Mutex<Option<Maintenance>>,
 }
 
 impl Partition {
@@ -123,14 +124,15 @@ impl Partition {
     ) -> Result<Self, BrokerError> {
         let policy = config.fsync;
         let log = Arc::new(PartitionLog::open(dir, config)?);
-        let writer = GroupCommit::start(log.clone(), policy);
+        let writer =
+            GroupCommit::start(log.clone(), policy).map_err(|e| BrokerError::io(dir, e))?;
         let maintenance = Maintenance::spawn(log.clone(), maintenance_every)
             .map_err(|e| BrokerError::io(dir, e))?;
         Ok(Partition {
             index,
             log,
             writer,
-            _maintenance: maintenance,
+            maintenance: Mutex::new(Some(maintenance)),
         })
     }
 
@@ -155,8 +157,14 @@ impl Partition {
         self.writer.acked_offsets()
     }
 
-    /// Finishes queued appends, syncs, and closes the log cleanly.
+    /// Stops maintenance (waiting for a pass in progress), finishes queued appends, syncs, and
+    /// closes the log cleanly.
     pub async fn close(&self) -> Result<(), LogError> {
+        let maintenance = self.maintenance.lock().take();
+        if let Some(maintenance) = maintenance {
+            // Dropping joins the thread, which may be in the middle of a compaction.
+            let _ = tokio::task::spawn_blocking(move || drop(maintenance)).await;
+        }
         self.writer.close().await?;
         self.log.close()
     }
@@ -200,9 +208,12 @@ impl Topic {
         }
         let log_config = settings.log_config(defaults)?;
         let dir = topics_dir.join(name);
-        // Leftovers of an unfinished creation (no settings file) are removed on start; here
-        // the directory must not exist yet.
-        fs::create_dir_all(&dir).map_err(|e| BrokerError::io(&dir, e))?;
+        // Leftovers of an unfinished creation (no settings file) are removed on start; an
+        // existing directory here means another topic's data: never reuse it.
+        fs::create_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BrokerError::TopicExists(name.to_string()),
+            _ => BrokerError::io(&dir, e),
+        })?;
         let topic = Self::open_partitions(name, settings, log_config, dir, maintenance_every)?;
         let json = serde_json::to_vec_pretty(&topic.settings).unwrap_or_default();
         write_atomically(&topic.dir.join(TOPIC_FILE), &json)?;
@@ -293,12 +304,17 @@ impl Topic {
         }
     }
 
-    /// Closes every partition.
+    /// Closes every partition (all of them, even if one fails; the first error is returned).
     pub async fn close(&self) -> Result<(), LogError> {
+        let mut first = Ok(());
         for partition in &self.partitions {
-            partition.close().await?;
+            if let Err(e) = partition.close().await {
+                tracing::error!(topic = %self.name, partition = partition.index, error = %e,
+                    "closing partition failed");
+                first = first.and(Err(e));
+            }
         }
-        Ok(())
+        first
     }
 }
 

@@ -80,7 +80,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer (and syncer or timer, per `policy`) threads for `log`.
-    pub fn start(log: Arc<PartitionLog>, policy: FsyncPolicy) -> Self {
+    pub fn start(log: Arc<PartitionLog>, policy: FsyncPolicy) -> std::io::Result<Self> {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         let (acked_tx, acked) = watch::channel(log.log_end_offset());
         let acked_tx = Arc::new(acked_tx);
@@ -92,7 +92,7 @@ impl GroupCommit {
                 let (log, acked_tx) = (log.clone(), acked_tx.clone());
                 threads.push(spawn("logbook-sync", move || {
                     syncer_loop(&log, rx, &acked_tx)
-                }));
+                })?);
                 Some(tx)
             }
             FsyncPolicy::Interval { ms } => {
@@ -101,7 +101,7 @@ impl GroupCommit {
                 let every = Duration::from_millis(ms);
                 threads.push(spawn("logbook-fsync-timer", move || {
                     timer_loop(&log, rx, every)
-                }));
+                })?);
                 stop_timer = Some(tx);
                 None
             }
@@ -111,15 +111,15 @@ impl GroupCommit {
             let log = log.clone();
             threads.push(spawn("logbook-write", move || {
                 writer_loop(&log, pending, to_syncer, &acked_tx)
-            }));
+            })?);
         }
-        GroupCommit {
+        Ok(GroupCommit {
             log,
             queue: RwLock::new(Some(queue)),
             acked,
             threads: Mutex::new(threads),
             stop_timer: Mutex::new(stop_timer),
-        }
+        })
     }
 
     /// The log behind this writer.
@@ -183,11 +183,8 @@ impl GroupCommit {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f)
 }
 
 fn writer_loop(

@@ -217,11 +217,14 @@ impl TopicService for Api {
             max_batch_bytes: config.max_batch_bytes,
             segment_max_bytes: config.segment_max_bytes,
         };
-        let status = self
-            .broker
-            .create_topic(&request.name, settings)
-            .await
-            .map_err(to_status)?;
+        // Run to completion even if the client goes away (a dropped handler would leave
+        // the files and the topic map disagreeing).
+        let broker = self.broker.clone();
+        let status =
+            tokio::spawn(async move { broker.create_topic(&request.name, settings).await })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(to_status)?;
         Ok(Response::new(pb::CreateTopicResponse {
             topic: Some(describe(status, self.broker.identity().node_id)),
         }))
@@ -231,9 +234,11 @@ impl TopicService for Api {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker
-            .delete_topic(&request.into_inner().name)
+        let broker = self.broker.clone();
+        let name = request.into_inner().name;
+        tokio::spawn(async move { broker.delete_topic(&name).await })
             .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(to_status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
@@ -293,8 +298,23 @@ impl ProduceService for Api {
         tokio::spawn(async move {
             let mut pending = FuturesOrdered::new();
             let mut inbound_open = true;
+            let mut cut_short = false;
             loop {
                 tokio::select! {
+                    // Deliver acknowledgements first.
+                    biased;
+                    Some(result) = pending.next(), if !pending.is_empty() => {
+                        let result: Result<pb::ProduceResponse, Status> = result;
+                        let failed = result.is_err();
+                        if tx.send(result).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    _ = wait_until_set(&mut shutdown), if inbound_open => {
+                        // Stop taking requests; acknowledge what is in flight, then end.
+                        inbound_open = false;
+                        cut_short = true;
+                    }
                     message = inbound.message(), if inbound_open && pending.len() < STREAM_IN_FLIGHT => {
                         match message {
                             Ok(Some(request)) => {
@@ -304,6 +324,10 @@ impl ProduceService for Api {
                                     Ok(()) => submit_one(&api.broker, request).await,
                                     Err(status) => Err(status),
                                 };
+                                if queued.is_err() {
+                                    // The stream ends with this error: take nothing after it.
+                                    inbound_open = false;
+                                }
                                 pending.push_back(async move { acknowledged(queued?).await });
                             }
                             Ok(None) => inbound_open = false,
@@ -313,17 +337,13 @@ impl ProduceService for Api {
                             }
                         }
                     }
-                    Some(result) = pending.next(), if !pending.is_empty() => {
-                        let failed = result.is_err();
-                        if tx.send(result).await.is_err() || failed {
-                            return;
+                    else => {
+                        if cut_short {
+                            // Requests the client may still have sent were never read.
+                            let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
                         }
+                        return;
                     }
-                    _ = wait_until_set(&mut shutdown), if inbound_open => {
-                        // Stop taking requests; acknowledge what is in flight, then end.
-                        inbound_open = false;
-                    }
-                    else => return,
                 }
             }
         });
@@ -378,18 +398,28 @@ impl ConsumeService for Api {
         let first = read(&partition, start, budget).await.map_err(to_status)?;
         let (tx, rx) = mpsc::channel(4);
         let mut shutdown = self.broker.shutdown_signal();
+        let topic = r.topic.clone();
         tokio::spawn(async move {
             let mut high_watermark = partition.watch_high_watermark();
             let mut next = start;
             let mut consumed = Some(first);
             loop {
-                if let Some(c) = consumed.take().filter(|c| !c.batches.is_empty()) {
-                    let from = next;
-                    next = c.next_offset;
-                    let response = consume_response(c, from, raw);
-                    let failed = response.is_err();
-                    if tx.send(response).await.is_err() || failed {
-                        return;
+                if *shutdown.borrow() {
+                    let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
+                    return;
+                }
+                if let Some(c) = consumed.take() {
+                    if c.batches.is_empty() {
+                        // A gap up to the high watermark: continue from where the read says.
+                        next = next.max(c.next_offset);
+                    } else {
+                        let from = next;
+                        next = c.next_offset;
+                        let response = consume_response(c, from, raw);
+                        let failed = response.is_err();
+                        if tx.send(response).await.is_err() || failed {
+                            return;
+                        }
                     }
                     if next < partition.high_watermark() {
                         consumed = Some(match read(&partition, next, budget).await {
@@ -406,7 +436,13 @@ impl ConsumeService for Api {
                 tokio::select! {
                     open = wait_above(&mut high_watermark, next) => {
                         if !open {
-                            let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
+                            // The partition closed: the broker is stopping or the topic was deleted.
+                            let error = if *shutdown.borrow() {
+                                BrokerError::ShuttingDown
+                            } else {
+                                BrokerError::UnknownTopic(topic)
+                            };
+                            let _ = tx.send(Err(to_status(error))).await;
                             return;
                         }
                     }

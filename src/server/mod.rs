@@ -26,6 +26,8 @@ use crate::proto::v1::{
 /// OUT_OF_RANGE, before our handlers see them); between 1x and this, our handlers answer
 /// RESOURCE_EXHAUSTED with the limit.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
+/// How long shutdown waits for open connections before closing them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,7 @@ pub async fn serve(
     broker.set_address(address.clone());
     tracing::info!(%address, "serving gRPC");
 
+    let (signalled, mut signal_seen) = tokio::sync::watch::channel(false);
     let stopping = {
         let (broker, health) = (broker.clone(), health.clone());
         async move {
@@ -77,6 +80,7 @@ pub async fn serve(
             health.set_not_serving::<ConsumeServiceServer<Api>>().await;
             health.set_not_serving::<MetadataServiceServer<Api>>().await;
             broker.stop_streams();
+            let _ = signalled.send(true);
         }
     };
     // Our own listener, so tonic's tcp_nodelay setting does not apply: set it on each accepted
@@ -84,7 +88,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    Server::builder()
+    let serving = Server::builder()
         .http2_adaptive_window(Some(true))
         .add_service(health_service)
         .add_service(reflection)
@@ -96,8 +100,23 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MetadataServiceServer::new(api))
-        .serve_with_incoming_shutdown(incoming, stopping)
-        .await?;
-    broker.close().await?;
+        .serve_with_incoming_shutdown(incoming, stopping);
+    // Graceful shutdown waits for every connection; a client that never reads (or holds a
+    // health Watch open) must not hold the broker forever.
+    let grace = async {
+        let _ = signal_seen.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = serving => served.map_err(ServeError::from),
+        _ = grace => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "closing the connections still open");
+            Ok(())
+        }
+    };
+    // Whatever happened above, acknowledged data is synced and the logs close cleanly.
+    let closed = broker.close().await;
+    served?;
+    closed?;
     Ok(())
 }
