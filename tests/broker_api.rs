@@ -154,7 +154,7 @@ async fn produce_then_consume_with_keys_headers_and_both_request_forms() {
         .unwrap();
     assert_eq!((ack.partition, ack.base_offset), (0, 0));
 
-    let keyed = ack_partition(&mut client, "user-7").await;
+    let keyed = partition_for_key(b"user-7", 3);
     let fetched = client
         .consume("t", keyed, 0, 1 << 20, Duration::ZERO)
         .await
@@ -199,10 +199,6 @@ async fn produce_then_consume_with_keys_headers_and_both_request_forms() {
         values(&mut client, "t", keyed, 1).await,
         vec![(1, "b".to_string())]
     );
-}
-
-async fn ack_partition(_client: &mut Client, key: &str) -> u32 {
-    partition_for_key(key.as_bytes(), 3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,6 @@ pub use topic::{Partition, Topic, TopicSettings, validate_topic_name};
 use crate::config::BrokerConfig;
 use crate::log::{
     AppendTicket, LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms,
-    split_batches,
 };
 
 /// Default byte budget of a read.
@@ -426,7 +425,7 @@ impl Broker {
                 if bytes.is_empty() {
                     return Err(no_records());
                 }
-                let batch = ValidatedBatch::new(bytes.clone(), max)?;
+                let batch = ValidatedBatch::new(bytes, max)?;
                 if batch.header().is_control() {
                     return Err(BrokerError::InvalidArgument {
                         field: "record_batch",
@@ -435,12 +434,11 @@ impl Broker {
                     });
                 }
                 let keys = if partition.is_none() {
-                    let mut keys = Vec::new();
-                    for stored in split_batches(bytes).flatten() {
-                        for record in stored.records().map_err(LogError::from)?.flatten() {
-                            keys.push(record.key);
-                        }
-                    }
+                    let keys: Vec<Option<Bytes>> = batch
+                        .records()
+                        .map(|r| r.map(|r| r.key))
+                        .collect::<Result<_, _>>()
+                        .map_err(LogError::from)?;
                     key_partition(&topic, keys.iter().map(|k| k.as_deref()))?
                 } else {
                     None

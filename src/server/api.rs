@@ -402,63 +402,58 @@ impl ConsumeService for Api {
         tokio::spawn(async move {
             let mut high_watermark = partition.watch_high_watermark();
             let mut next = start;
-            let mut consumed = Some(first);
+            let mut pending = Some(first);
             loop {
                 if *shutdown.borrow() {
                     let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
                     return;
                 }
-                if let Some(c) = consumed.take() {
-                    if c.batches.is_empty() {
-                        // A gap up to the high watermark: continue from where the read says.
-                        next = next.max(c.next_offset);
-                    } else {
-                        let from = next;
-                        next = c.next_offset;
-                        let response = consume_response(c, from, raw);
-                        let failed = response.is_err();
-                        if tx.send(response).await.is_err() || failed {
-                            return;
-                        }
-                    }
-                    if next < partition.high_watermark() {
-                        consumed = Some(match read(&partition, next, budget).await {
+                let consumed = match pending.take() {
+                    Some(c) => c,
+                    None if next < partition.high_watermark() => {
+                        match read(&partition, next, budget).await {
                             Ok(c) => c,
                             Err(e) => {
                                 let _ = tx.send(Err(to_status(e))).await;
                                 return;
                             }
-                        });
-                        continue;
-                    }
-                }
-                // Caught up: wait for new records, shutdown, or the client leaving. No polling.
-                tokio::select! {
-                    open = wait_above(&mut high_watermark, next) => {
-                        if !open {
-                            // The partition closed: the broker is stopping or the topic was deleted.
-                            let error = if *shutdown.borrow() {
-                                BrokerError::ShuttingDown
-                            } else {
-                                BrokerError::UnknownTopic(topic)
-                            };
-                            let _ = tx.send(Err(to_status(error))).await;
-                            return;
                         }
                     }
-                    _ = wait_until_set(&mut shutdown) => {
-                        let _ = tx.send(Err(to_status(BrokerError::ShuttingDown))).await;
-                        return;
+                    None => {
+                        // Caught up: wait for new records, shutdown, or the client leaving.
+                        // No polling.
+                        tokio::select! {
+                            open = wait_above(&mut high_watermark, next) => {
+                                if !open {
+                                    // The partition closed: the broker is stopping or the
+                                    // topic was deleted.
+                                    let error = if *shutdown.borrow() {
+                                        BrokerError::ShuttingDown
+                                    } else {
+                                        BrokerError::UnknownTopic(topic)
+                                    };
+                                    let _ = tx.send(Err(to_status(error))).await;
+                                    return;
+                                }
+                            }
+                            _ = wait_until_set(&mut shutdown) => {}
+                            _ = tx.closed() => return,
+                        }
+                        continue;
                     }
-                    _ = tx.closed() => return,
+                };
+                if consumed.batches.is_empty() {
+                    // A gap up to the high watermark: continue from where the read says.
+                    next = next.max(consumed.next_offset);
+                    continue;
                 }
-                consumed = Some(match read(&partition, next, budget).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                });
+                let from = next;
+                next = consumed.next_offset;
+                let response = consume_response(consumed, from, raw);
+                let failed = response.is_err();
+                if tx.send(response).await.is_err() || failed {
+                    return;
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
