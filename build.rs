@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/logbook/v1/records.proto",
         "proto/logbook/v1/broker.proto",
+        "proto/logbook/v1/raft.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -28,4 +28,5 @@ pub mod client;
 pub mod config;
 pub mod log;
 pub mod proto;
+pub mod raft;
 pub mod server;

@@ -2,7 +2,6 @@
 //! An empty data directory means a new node.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -48,20 +47,9 @@ impl NodeIdentity {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, then fsyncs the directory.
+/// Writes `bytes` to `path` atomically (see [`crate::log::write_atomically`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| BrokerError::io(path, e))
+    crate::log::write_atomically(path, bytes).map_err(|e| BrokerError::io(path, e))
 }
 
 #[cfg(test)]

@@ -43,6 +43,10 @@ pub const BATCH_HEADER_LEN: usize = 61;
 pub const MAGIC_V2: i8 = 2;
 /// Where the CRC-covered region starts.
 const CRC_START: usize = 21;
+/// Where the stored CRC is.
+const CRC_AT: usize = 17;
+/// Where `producer_id` is (it holds the Raft log index of the entry).
+const PRODUCER_ID_AT: usize = 43;
 /// Smallest possible record: seven one-byte fields.
 const MIN_RECORD_LEN: usize = 7;
 /// Attribute bits.
@@ -357,6 +361,45 @@ impl ValidatedBatch {
             out.extend_from_slice(part);
         }
         out.freeze()
+    }
+
+    /// Wraps a batch that was already checked (read back from the log, which verified its CRC,
+    /// or validated by [`ValidatedBatch::new`] earlier): only the header is parsed.
+    pub fn from_checked(bytes: Bytes) -> Result<Self, super::LogError> {
+        let header = BatchHeader::parse(&bytes)?;
+        if bytes.len() < header.total_len() {
+            return Err(BatchError::Truncated {
+                needed: header.total_len(),
+                available: bytes.len(),
+            }
+            .into());
+        }
+        if bytes.len() > header.total_len() {
+            return Err(BatchError::ExtraBytes(bytes.len() - header.total_len()).into());
+        }
+        let mut prefix = [0u8; PATCHED_PREFIX];
+        prefix.copy_from_slice(&bytes[..PATCHED_PREFIX]);
+        Ok(ValidatedBatch {
+            bytes,
+            prefix,
+            header,
+        })
+    }
+
+    /// Stores the Raft log index of the entry this batch is in the `producer_id` field and
+    /// recomputes the CRC (which covers that field). A no-op if it is already there; copies the
+    /// batch only if its buffer is shared.
+    pub fn stamp_raft_index(&mut self, index: u64) {
+        if self.header.producer_id == index as i64 {
+            return;
+        }
+        let mut bytes = BytesMut::from(std::mem::take(&mut self.bytes));
+        bytes[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(index as i64).to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        self.bytes = bytes.freeze();
+        self.header.producer_id = index as i64;
+        self.header.crc = crc;
     }
 
     /// Sets the base offset and leader epoch (neither is covered by the CRC).

@@ -25,7 +25,7 @@ pub mod segment;
 
 pub use batch::{
     BatchError, BatchHeader, NewRecord, Record, RecordHeader, StoredBatch, ValidatedBatch,
-    decode_records, encode_batch, encode_control_batch, split_batches,
+    check_batch, decode_records, encode_batch, encode_control_batch, split_batches,
 };
 pub use compaction::{CompactionReport, MaintenanceReport};
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
@@ -37,3 +37,18 @@ pub use partition::{
     PartitionLog, ReadResult, RecoveryReport, RetentionReport, SegmentInfo, now_ms,
 };
 pub use segment::TailRecovery;
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, then fsyncs the
+/// directory: after a crash the file holds either the old or the new contents.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

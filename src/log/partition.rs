@@ -1058,6 +1058,59 @@ impl PartitionLog {
         Ok((doomed.len(), bytes))
     }
 
+    /// Empties the log and makes it start (and end) at `offset`, which may lie beyond the
+    /// current end: used when a Raft snapshot replaces everything this replica had. Durable when
+    /// it returns.
+    pub fn reset(&self, offset: u64) -> Result<()> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        let applied = self.reset_locked(offset);
+        self.map_changed();
+        if let Err(error) = &applied {
+            self.fail(error);
+        }
+        applied
+    }
+
+    fn reset_locked(&self, offset: u64) -> Result<()> {
+        let (bases, active_base) = {
+            let st = self.state.read();
+            let bases: Vec<u64> = st.sealed.keys().copied().collect();
+            (bases, st.active.base_offset)
+        };
+        // Order for crash safety: segments above `offset` go first (newest first: a crash
+        // leaves a shorter prefix), then the log start moves, then the new (highest) segment
+        // appears, then the old ones go. A reopen part-way finds the new segment active and
+        // deletes the old ones as lying wholly below the log start.
+        let all: Vec<u64> = bases.iter().copied().chain([active_base]).collect();
+        for base in all.iter().rev().filter(|b| **b > offset) {
+            remove_segment_files(&self.dir, *base)?;
+        }
+        sync_dir(&self.dir)?;
+        write_log_start(&self.dir, offset)?;
+        remove_segment_files(&self.dir, offset)?;
+        let (active, _) =
+            ActiveSegment::open(&self.dir, offset, self.config.index_capacity(), now_ms())?;
+        sync_dir(&self.dir)?;
+        for base in all.iter().rev().filter(|b| **b < offset) {
+            remove_segment_files(&self.dir, *base)?;
+        }
+        sync_dir(&self.dir)?;
+        let retired = {
+            let mut st = self.state.write();
+            st.active = active;
+            st.log_start_offset = offset;
+            std::mem::take(&mut st.sealed)
+        };
+        for slot in retired.values() {
+            slot.retire();
+        }
+        let mut durable = self.durable.lock();
+        durable.epoch += 1;
+        durable.offset = offset;
+        Ok(())
+    }
+
     /// Deletes the oldest sealed segments that retention allows: while the log minus that
     /// segment is still at least `retention_bytes`, or while the segment's newest record is
     /// older than `retention_ms` before `now_ms`. The active segment is never deleted.

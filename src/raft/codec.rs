@@ -1,0 +1,234 @@
+//! Raft entries as stored batches (and on the wire: Raft RPCs carry the same bytes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use openraft::{EntryPayload, RaftTypeConfig};
+use serde::{Deserialize, Serialize};
+
+use super::{Membership, Node, NodeId, RecordData, log_id};
+use crate::log::{
+    BatchError, LogError, NewRecord, ValidatedBatch, decode_records, encode_batch,
+    encode_control_batch, now_ms,
+};
+
+/// Control record type of a blank entry (Kafka's own control types are 0 and 1).
+pub const CONTROL_BLANK: i16 = 100;
+/// Control record type of a membership entry.
+pub const CONTROL_MEMBERSHIP: i16 = 101;
+
+/// An application payload that is stored as the records of one batch.
+pub trait StoredPayload: Sized {
+    /// The payload as one encoded batch (base offset and Raft index are assigned later).
+    fn to_batch(&self) -> Result<ValidatedBatch, LogError>;
+    /// The payload stored in `batch` (a whole, CRC-checked, non-control batch).
+    fn from_batch(batch: Bytes) -> Result<Self, LogError>;
+}
+
+impl StoredPayload for RecordData {
+    fn to_batch(&self) -> Result<ValidatedBatch, LogError> {
+        ValidatedBatch::from_checked(self.0.clone())
+    }
+
+    fn from_batch(batch: Bytes) -> Result<Self, LogError> {
+        Ok(RecordData(batch))
+    }
+}
+
+/// Encodes one JSON value as a one-record batch (the metadata group's commands).
+pub fn json_batch<T: Serialize>(value: &T) -> Result<ValidatedBatch, LogError> {
+    let json = serde_json::to_vec(value).map_err(|e| BatchError::Encode(e.to_string()))?;
+    let record = NewRecord {
+        value: Some(Bytes::from(json)),
+        timestamp_ms: now_ms(),
+        ..NewRecord::default()
+    };
+    let bytes = encode_batch(&[record])?;
+    ValidatedBatch::from_checked(bytes.freeze())
+}
+
+/// Decodes the JSON value of a one-record batch.
+pub fn json_from_batch<T: for<'de> Deserialize<'de>>(batch: Bytes) -> Result<T, LogError> {
+    let records = decode_records(batch, 0)?;
+    let value = records
+        .into_iter()
+        .next()
+        .and_then(|r| r.value)
+        .ok_or_else(|| BatchError::Encode("expected one record with a JSON value".into()))?;
+    serde_json::from_slice(&value).map_err(|e| BatchError::Encode(e.to_string()).into())
+}
+
+/// A membership as stored in a control record.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMembershipJson {
+    /// Voter sets (two during a joint change).
+    configs: Vec<BTreeSet<NodeId>>,
+    /// Every node (voters and learners) with its address.
+    nodes: BTreeMap<NodeId, String>,
+}
+
+/// A membership as JSON (`{"configs": [[ids]], "nodes": {id: addr}}`).
+pub fn membership_json(m: &Membership) -> String {
+    serde_json::to_string(&membership_to_json(m)).unwrap_or_default()
+}
+
+/// Parses [`membership_json`].
+pub fn membership_from_json_str(json: &str) -> Result<Membership, serde_json::Error> {
+    if json.is_empty() {
+        return Ok(Membership::default());
+    }
+    serde_json::from_str(json).map(membership_from_json)
+}
+
+fn membership_to_json(m: &Membership) -> StoredMembershipJson {
+    StoredMembershipJson {
+        configs: m.get_joint_config().clone(),
+        nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+    }
+}
+
+fn membership_from_json(j: StoredMembershipJson) -> Membership {
+    let nodes: BTreeMap<NodeId, Node> = j
+        .nodes
+        .into_iter()
+        .map(|(id, addr)| (id, Node { addr }))
+        .collect();
+    Membership::new(j.configs, nodes)
+}
+
+fn control_batch(kind: i16, value: Option<Bytes>) -> Result<ValidatedBatch, LogError> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let record = NewRecord {
+        key: Some(Bytes::from(key)),
+        value,
+        timestamp_ms: now_ms(),
+        headers: Vec::new(),
+    };
+    ValidatedBatch::from_checked(encode_control_batch(&[record])?.freeze())
+}
+
+/// The batch that stores `entry` (its Raft index and term are stamped by the caller).
+pub fn entry_to_batch<C>(entry: &openraft::Entry<C>) -> Result<ValidatedBatch, LogError>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    let mut batch = match &entry.payload {
+        EntryPayload::Normal(data) => data.to_batch()?,
+        EntryPayload::Blank => control_batch(CONTROL_BLANK, None)?,
+        EntryPayload::Membership(m) => {
+            let json = serde_json::to_vec(&membership_to_json(m))
+                .map_err(|e| BatchError::Encode(e.to_string()))?;
+            control_batch(CONTROL_MEMBERSHIP, Some(Bytes::from(json)))?
+        }
+    };
+    batch.stamp_raft_index(entry.log_id.index);
+    Ok(batch)
+}
+
+/// The entry stored in `batch` (a whole, CRC-checked batch).
+pub fn batch_to_entry<C>(batch: Bytes) -> Result<openraft::Entry<C>, LogError>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    let header = crate::log::BatchHeader::parse(&batch)?;
+    let bad =
+        |field: &'static str, value: i64| LogError::from(BatchError::BadField { field, value });
+    let index = u64::try_from(header.producer_id)
+        .map_err(|_| bad("producer_id (Raft index)", header.producer_id))?;
+    let term = u64::try_from(header.partition_leader_epoch).map_err(|_| {
+        bad(
+            "partition_leader_epoch (Raft term)",
+            header.partition_leader_epoch as i64,
+        )
+    })?;
+    let payload = if header.is_control() {
+        let record = ValidatedBatch::from_checked(batch)?
+            .records()
+            .next()
+            .ok_or_else(|| BatchError::Encode("control batch without a record".into()))??;
+        let kind = record
+            .key
+            .as_ref()
+            .filter(|k| k.len() == 4)
+            .map(|k| i16::from_be_bytes([k[2], k[3]]))
+            .unwrap_or(-1);
+        match kind {
+            CONTROL_BLANK => EntryPayload::Blank,
+            CONTROL_MEMBERSHIP => {
+                let value = record.value.unwrap_or_default();
+                let json: StoredMembershipJson = serde_json::from_slice(&value)
+                    .map_err(|e| BatchError::Encode(format!("membership record: {e}")))?;
+                EntryPayload::Membership(membership_from_json(json))
+            }
+            other => {
+                return Err(bad("control record type", other as i64));
+            }
+        }
+    } else {
+        EntryPayload::Normal(C::D::from_batch(batch)?)
+    };
+    Ok(openraft::Entry {
+        log_id: log_id(term, index),
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::PartitionRaft;
+
+    #[test]
+    fn entries_round_trip_through_batches() {
+        let records = encode_batch(&[NewRecord {
+            value: Some(Bytes::from_static(b"v")),
+            ..NewRecord::default()
+        }])
+        .unwrap()
+        .freeze();
+        let membership = Membership::new(
+            vec![BTreeSet::from([1, 2])],
+            BTreeMap::from([
+                (1, Node { addr: "a:1".into() }),
+                (2, Node { addr: "b:2".into() }),
+                (3, Node { addr: "c:3".into() }),
+            ]),
+        );
+        let entries: Vec<openraft::Entry<PartitionRaft>> = vec![
+            openraft::Entry {
+                log_id: log_id(3, 7),
+                payload: EntryPayload::Blank,
+            },
+            openraft::Entry {
+                log_id: log_id(3, 8),
+                payload: EntryPayload::Membership(membership.clone()),
+            },
+            openraft::Entry {
+                log_id: log_id(4, 9),
+                payload: EntryPayload::Normal(RecordData(records)),
+            },
+        ];
+        for entry in entries {
+            let mut batch = entry_to_batch(&entry).unwrap();
+            batch.assign(100, entry.log_id.leader_id.term as i32);
+            let bytes = batch.to_bytes();
+            // The stamped batch still passes the full check (CRC recomputed).
+            crate::log::check_batch(&bytes).unwrap();
+            let back = batch_to_entry::<PartitionRaft>(bytes).unwrap();
+            assert_eq!(back.log_id, entry.log_id);
+            match (&back.payload, &entry.payload) {
+                (EntryPayload::Blank, EntryPayload::Blank) => {}
+                (EntryPayload::Membership(a), EntryPayload::Membership(b)) => assert_eq!(a, b),
+                (EntryPayload::Normal(a), EntryPayload::Normal(_)) => {
+                    let records = decode_records(a.0.clone(), 0).unwrap();
+                    assert_eq!(records[0].value.as_deref(), Some(&b"v"[..]));
+                }
+                other => panic!("payload changed: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! openraft's log storage on a [`PartitionLog`]: every entry is one stored batch.
+//!
+//! The vote and the last purged log id live in `raft.json` next to the segments (written
+//! atomically and fsynced). Finding an entry by Raft index uses a small in-memory window of the
+//! most recent entries (where replication and apply read) and otherwise a binary search over
+//! offsets (each probe reads one batch header): the Raft index stored in a batch grows with its
+//! offset.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::fs;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::codec::{StoredPayload, batch_to_entry, entry_to_batch};
+use super::{LogId, Node, NodeId, Vote, log_id};
+use crate::log::{BatchHeader, FsyncPolicy, LogError, PartitionLog};
+
+/// File holding the vote and the last purged log id.
+pub const RAFT_STATE_FILE: &str = "raft.json";
+/// Entries kept in the in-memory window of recent entries.
+const WINDOW: usize = 4096;
+/// Bytes read per step when reading entries.
+const READ_BYTES: usize = 1 << 20;
+
+/// What can go wrong in the Raft log storage (reported to openraft as a storage error).
+#[derive(Debug, thiserror::Error)]
+pub enum RaftLogError {
+    /// The commit log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// `raft.json` could not be read or written.
+    #[error("Raft state file {}: {source}", path.display())]
+    State {
+        /// Its path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry was appended after one with a higher or equal index (a bug: openraft
+    /// truncates before it overwrites).
+    #[error("entry {got} appended after entry {last:?}: Raft indexes must increase")]
+    NotIncreasing {
+        /// Index of the entry appended.
+        got: u64,
+        /// Index of the last entry in the log.
+        last: Option<u64>,
+    },
+}
+
+/// Where an entry is in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    /// Raft index.
+    pub index: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub next_offset: u64,
+}
+
+impl Located {
+    fn from_header(h: &BatchHeader) -> Option<Self> {
+        Some(Located {
+            index: u64::try_from(h.producer_id).ok()?,
+            term: u64::try_from(h.partition_leader_epoch).ok()?,
+            base_offset: h.base_offset,
+            next_offset: h.next_offset(),
+        })
+    }
+
+    /// Its log id.
+    pub fn log_id(&self) -> LogId {
+        log_id(self.term, self.index)
+    }
+}
+
+/// `raft.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PersistedState {
+    /// Term of the vote.
+    vote_term: u64,
+    /// Candidate voted for.
+    voted_for: Option<NodeId>,
+    /// Whether the vote is a committed (leader) vote.
+    vote_committed: bool,
+    /// Whether a vote was ever saved.
+    has_vote: bool,
+    /// Last purged log id, as (term, index).
+    last_purged: Option<(u64, u64)>,
+}
+
+/// Recent entries: consecutive Raft indexes, the last one being the log's last entry.
+#[derive(Debug, Default)]
+struct Window {
+    entries: VecDeque<Located>,
+    /// The log's last entry (also when the window is empty after a reopen).
+    last: Option<Located>,
+}
+
+/// Shared state of one replica's Raft log.
+#[derive(Debug)]
+pub struct LogShared {
+    /// The commit log holding the entries.
+    log: Arc<PartitionLog>,
+    /// `raft.json`.
+    state_path: PathBuf,
+    /// Its contents.
+    persisted: Mutex<PersistedState>,
+    /// Recent entries.
+    window: Mutex<Window>,
+    /// fdatasync thread (under `fsync = always`).
+    syncer: Syncer,
+    /// When appends are acknowledged to Raft.
+    fsync: FsyncPolicy,
+}
+
+/// openraft's log storage (and log reader) for one replica. Cheap to clone.
+pub struct LogStore<C> {
+    shared: Arc<LogShared>,
+    _types: PhantomData<C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            shared: self.shared.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+impl<C> LogStore<C> {
+    /// Opens the Raft log of a replica whose commit log is `log`.
+    pub fn open(log: Arc<PartitionLog>, fsync: FsyncPolicy) -> Result<Self, RaftLogError> {
+        let state_path = log.dir().join(RAFT_STATE_FILE);
+        let persisted = match fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RaftLogError::State {
+                path: state_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
+            Err(source) => {
+                return Err(RaftLogError::State {
+                    path: state_path,
+                    source,
+                });
+            }
+        };
+        let syncer = Syncer::start(log.clone()).map_err(|source| RaftLogError::State {
+            path: log.dir().to_path_buf(),
+            source,
+        })?;
+        let shared = Arc::new(LogShared {
+            log,
+            state_path,
+            persisted: Mutex::new(persisted),
+            window: Mutex::new(Window::default()),
+            syncer,
+            fsync,
+        });
+        let last = shared.read_last()?;
+        shared.window.lock().last = last;
+        Ok(LogStore {
+            shared,
+            _types: PhantomData,
+        })
+    }
+
+    /// The shared state (for the state machine of the same replica).
+    pub fn shared(&self) -> &Arc<LogShared> {
+        &self.shared
+    }
+}
+
+impl LogShared {
+    /// The commit log.
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    /// The last entry in the log.
+    pub fn last(&self) -> Option<Located> {
+        self.window.lock().last
+    }
+
+    /// The first batch at or after `offset` (`None` at the end of the log).
+    fn header_at(&self, offset: u64) -> Result<Option<BatchHeader>, LogError> {
+        let read = match self.log.read(offset, 1) {
+            Ok(read) => read,
+            Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if read.batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(BatchHeader::parse(&read.batches)?))
+    }
+
+    fn read_last(&self) -> Result<Option<Located>, LogError> {
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if end == start {
+            return Ok(None);
+        }
+        Ok(self
+            .header_at(end - 1)?
+            .as_ref()
+            .and_then(Located::from_header))
+    }
+
+    /// The first entry with a Raft index of at least `index`.
+    pub fn lower_bound(&self, index: u64) -> Result<Option<Located>, LogError> {
+        {
+            let window = self.window.lock();
+            match window.last {
+                None => return Ok(None),
+                Some(last) if last.index < index => return Ok(None),
+                _ => {}
+            }
+            if let Some(first) = window.entries.front()
+                && first.index <= index
+            {
+                return Ok(window.entries.get((index - first.index) as usize).copied());
+            }
+        }
+        let (mut lo, mut hi) = (self.log.log_start_offset(), self.log.log_end_offset());
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.header_at(mid)?.as_ref().and_then(Located::from_header) {
+                Some(at) if at.index < index => lo = at.next_offset.max(mid + 1),
+                Some(at) => {
+                    found = Some(at);
+                    if at.index == index {
+                        break;
+                    }
+                    hi = at.base_offset.min(mid);
+                }
+                None => hi = mid,
+            }
+        }
+        Ok(found)
+    }
+
+    /// The entry with Raft index `index`, if the log holds it.
+    pub fn locate(&self, index: u64) -> Result<Option<Located>, LogError> {
+        Ok(self.lower_bound(index)?.filter(|at| at.index == index))
+    }
+
+    /// Empties the log and makes it continue at `offset` (installing a snapshot).
+    pub fn reset(&self, offset: u64) -> Result<(), LogError> {
+        let mut window = self.window.lock();
+        self.log.reset(offset)?;
+        window.entries.clear();
+        window.last = None;
+        Ok(())
+    }
+
+    fn save_state(&self, state: &PersistedState) -> Result<(), RaftLogError> {
+        let json = serde_json::to_vec(state).unwrap_or_default();
+        crate::log::write_atomically(&self.state_path, &json).map_err(|source| {
+            RaftLogError::State {
+                path: self.state_path.clone(),
+                source,
+            }
+        })
+    }
+
+    fn last_purged(&self) -> Option<LogId> {
+        self.persisted
+            .lock()
+            .last_purged
+            .map(|(term, index)| log_id(term, index))
+    }
+
+    /// Reads the entries with Raft indexes in `[from, to)`, at most `limit` of them, as
+    /// `(location, batch bytes)`.
+    pub fn read_batches(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(Located, Bytes)>, LogError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let Some(start) = self.lower_bound(from)? else {
+            return Ok(out);
+        };
+        let mut offset = start.base_offset;
+        'reading: while out.len() < limit {
+            let read = match self.log.read(offset, READ_BYTES) {
+                Ok(read) => read,
+                Err(LogError::OffsetOutOfRange { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            if read.batches.is_empty() {
+                break;
+            }
+            let mut buf = read.batches;
+            while !buf.is_empty() {
+                let header = BatchHeader::parse(&buf)?;
+                let bytes = buf.split_to(header.total_len().min(buf.len()));
+                offset = header.next_offset();
+                let Some(at) = Located::from_header(&header) else {
+                    continue;
+                };
+                if at.index >= to || out.len() >= limit {
+                    break 'reading;
+                }
+                if at.index >= from {
+                    out.push((at, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(v) => *v,
+        Bound::Excluded(v) => v.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(v) => v.saturating_add(1),
+        Bound::Excluded(v) => *v,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    fn entries(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<C::Entry>, StorageError<NodeId>> {
+        let batches = self
+            .shared
+            .read_batches(from, to, limit)
+            .map_err(read_err)?;
+        batches
+            .into_iter()
+            .map(|(_, bytes)| batch_to_entry::<C>(bytes).map_err(read_err))
+            .collect()
+    }
+
+    fn append_now(&self, entries: Vec<C::Entry>) -> Result<(), RaftLogError> {
+        let mut located = Vec::with_capacity(entries.len());
+        let mut expected = self.shared.last().map(|l| l.index + 1);
+        let mut i = 0;
+        while i < entries.len() {
+            let term = entries[i].log_id.leader_id.term;
+            let mut batches = Vec::new();
+            let mut j = i;
+            while j < entries.len() && entries[j].log_id.leader_id.term == term {
+                let index = entries[j].log_id.index;
+                // openraft appends consecutive entries; the log only needs them increasing (the
+                // binary search relies on it), and openraft's own test suite appends with gaps.
+                if expected.is_some_and(|e| index < e) {
+                    return Err(RaftLogError::NotIncreasing {
+                        got: index,
+                        last: expected.map(|e| e - 1),
+                    });
+                }
+                expected = Some(index + 1);
+                batches.push(entry_to_batch(&entries[j])?);
+                j += 1;
+            }
+            self.shared.log.append(&mut batches, term as i32)?;
+            for b in &batches {
+                if let Some(at) = Located::from_header(b.header()) {
+                    located.push(at);
+                }
+            }
+            i = j;
+        }
+        let mut window = self.shared.window.lock();
+        for at in located {
+            if window
+                .entries
+                .back()
+                .is_some_and(|b| b.index + 1 != at.index)
+            {
+                window.entries.clear();
+            }
+            window.entries.push_back(at);
+            window.last = Some(at);
+        }
+        while window.entries.len() > WINDOW {
+            window.entries.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, StorageError<NodeId>> {
+        let (from, to) = range_of(&range);
+        self.entries(from, to, usize::MAX)
+    }
+}
+
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    type LogReader = LogStore<C>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<NodeId>> {
+        let last_purged_log_id = self.shared.last_purged();
+        let last_log_id = self
+            .shared
+            .last()
+            .map(|l| l.log_id())
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError<NodeId>> {
+        let mut state = self.shared.persisted.lock().clone();
+        state.vote_term = vote.leader_id.term;
+        state.voted_for = vote.leader_id.voted_for;
+        state.vote_committed = vote.committed;
+        state.has_vote = true;
+        self.shared
+            .save_state(&state)
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))?;
+        *self.shared.persisted.lock() = state;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError<NodeId>> {
+        let state = self.shared.persisted.lock();
+        if !state.has_vote {
+            return Ok(None);
+        }
+        let mut vote = match state.voted_for {
+            Some(node) => Vote::new(state.vote_term, node),
+            None => Vote {
+                leader_id: openraft::LeaderId {
+                    term: state.vote_term,
+                    voted_for: None,
+                },
+                committed: false,
+            },
+        };
+        vote.committed = state.vote_committed;
+        Ok(Some(vote))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        self.append_now(entries).map_err(io_err)?;
+        match self.shared.fsync {
+            FsyncPolicy::Always => self
+                .shared
+                .syncer
+                .request(Box::new(move |result| callback.log_io_completed(result))),
+            FsyncPolicy::Interval { .. } | FsyncPolicy::Never => callback.log_io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        let Some(at) = self.shared.lower_bound(log_id.index).map_err(io_err)? else {
+            return Ok(());
+        };
+        self.shared
+            .log
+            .truncate_from(at.base_offset)
+            .map_err(io_err)?;
+        let mut window = self.shared.window.lock();
+        while window
+            .entries
+            .back()
+            .is_some_and(|b| b.index >= log_id.index)
+        {
+            window.entries.pop_back();
+        }
+        window.last = match window.entries.back() {
+            Some(last) => Some(*last),
+            None => {
+                drop(window);
+                let last = self.shared.read_last().map_err(io_err)?;
+                window = self.shared.window.lock();
+                last
+            }
+        };
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        let mut state = self.shared.persisted.lock().clone();
+        if state
+            .last_purged
+            .is_some_and(|(_, index)| index >= log_id.index)
+        {
+            return Ok(());
+        }
+        state.last_purged = Some((log_id.leader_id.term, log_id.index));
+        self.shared.save_state(&state).map_err(io_err)?;
+        *self.shared.persisted.lock() = state;
+        let last = self.shared.last();
+        match last {
+            Some(last) if last.index > log_id.index => {
+                if let Some(next) = self.shared.lower_bound(log_id.index + 1).map_err(io_err)? {
+                    self.shared
+                        .log
+                        .delete_before(next.base_offset)
+                        .map_err(io_err)?;
+                }
+                let mut window = self.shared.window.lock();
+                while window
+                    .entries
+                    .front()
+                    .is_some_and(|f| f.index <= log_id.index)
+                {
+                    window.entries.pop_front();
+                }
+            }
+            _ => {
+                // Everything goes; offsets continue where the log ended.
+                let end = self.shared.log.log_end_offset();
+                self.shared.reset(end).map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A flush callback.
+type SyncRequest = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
+/// Group commit for Raft appends: a thread that runs one fdatasync for every append queued
+/// while the previous one ran, then completes their flush callbacks.
+#[derive(Debug)]
+struct Syncer {
+    queue: Mutex<Option<std_mpsc::Sender<SyncRequest>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Syncer {
+    fn start(log: Arc<PartitionLog>) -> std::io::Result<Self> {
+        let (tx, rx) = std_mpsc::channel::<SyncRequest>();
+        let thread = std::thread::Builder::new()
+            .name("logbook-raft-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    group.extend(rx.try_iter());
+                    let result = log.sync().map(|_| ());
+                    for done in group {
+                        done(
+                            result
+                                .as_ref()
+                                .map(|_| ())
+                                .map_err(|e| std::io::Error::other(e.to_string())),
+                        );
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            queue: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn request(&self, done: SyncRequest) {
+        let queue = self.queue.lock();
+        match queue.as_ref() {
+            Some(tx) => {
+                if let Err(std_mpsc::SendError(done)) = tx.send(done) {
+                    done(Err(std::io::Error::other("the log is closed")));
+                }
+            }
+            None => done(Err(std::io::Error::other("the log is closed"))),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.queue.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}

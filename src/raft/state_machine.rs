@@ -1,0 +1,378 @@
+//! The state machine of a partition: applying an entry only advances the commit watermark.
+//!
+//! The log is the state: what is applied is what consumers may read (below the high
+//! watermark, the offset after the last applied entry). The last applied log id and membership
+//! are checkpointed to `applied.json` at most once per [`CHECKPOINT_EVERY`] and on close; after
+//! a restart openraft re-applies from the checkpoint, which only moves the watermark again.
+//!
+//! A snapshot is a manifest (pointers, not data): the last applied log id and membership, the
+//! offsets it covers and the segments holding them. Installing one on a replica whose log does
+//! not already hold those entries needs the segments fetched from a snapshot store, which the
+//! snapshot-store issue adds; until then leaders never purge entries a follower might need
+//! (snapshots are never taken automatically), so no replica is ever sent one.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::log_store::LogShared;
+use super::{Appended, LogId, Membership, Node, NodeId, PartitionRaft, StoredMembership, log_id};
+use crate::log::BatchHeader;
+
+/// Checkpoint file of the applied state.
+pub const APPLIED_FILE: &str = "applied.json";
+/// Longest time between checkpoints while entries are applied.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// One segment a snapshot covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSegment {
+    /// Offset of the segment's first record (its file name).
+    pub base_offset: u64,
+    /// Bytes of the segment that belong to the snapshot.
+    pub size_bytes: u64,
+}
+
+/// A partition snapshot: a manifest of what the log holds up to the last applied entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    /// Lowest offset the snapshot holds.
+    pub log_start_offset: u64,
+    /// Offset after the last applied entry.
+    pub next_offset: u64,
+    /// Segments holding `[log_start_offset, next_offset)`.
+    pub segments: Vec<SnapshotSegment>,
+}
+
+/// `applied.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Last applied log id as (term, index).
+    last_applied: Option<(u64, u64)>,
+    /// Log id of the last applied membership, as (term, index).
+    membership_log_id: Option<(u64, u64)>,
+    /// Voter sets of the last applied membership.
+    configs: Vec<std::collections::BTreeSet<NodeId>>,
+    /// Nodes of the last applied membership (id, address).
+    nodes: Vec<(NodeId, String)>,
+}
+
+/// Applied state of one replica.
+#[derive(Debug)]
+struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    last_checkpoint: Instant,
+    snapshot: Option<(SnapshotMeta<NodeId, Node>, PartitionSnapshot)>,
+    snapshots_built: u64,
+}
+
+/// The state machine of one partition replica. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PartitionStateMachine {
+    shared: Arc<LogShared>,
+    applied: Arc<Mutex<Applied>>,
+    checkpoint_path: PathBuf,
+    high_watermark: Arc<watch::Sender<u64>>,
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+impl PartitionStateMachine {
+    /// Opens the state machine of the replica whose Raft log is `shared`.
+    pub fn open(shared: Arc<LogShared>) -> std::io::Result<Self> {
+        let checkpoint_path = shared.log().dir().join(APPLIED_FILE);
+        let checkpoint: Checkpoint = match fs::read(&checkpoint_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
+            Err(e) => return Err(e),
+        };
+        let mut last_applied = checkpoint.last_applied.map(|(t, i)| log_id(t, i));
+        // The checkpoint may name an entry a crash cut from the log (written, never synced,
+        // yet applied under fsync = never): then nothing is known to be applied.
+        let mut high_watermark = shared.log().log_start_offset();
+        if let Some(applied) = last_applied {
+            match shared
+                .locate(applied.index)
+                .map_err(std::io::Error::other)?
+            {
+                Some(at) if at.term == applied.leader_id.term => high_watermark = at.next_offset,
+                _ if shared.last().is_none() => {}
+                _ => last_applied = None,
+            }
+        }
+        let membership = StoredMembership::new(
+            checkpoint.membership_log_id.map(|(t, i)| log_id(t, i)),
+            Membership::new(
+                checkpoint.configs,
+                checkpoint
+                    .nodes
+                    .into_iter()
+                    .map(|(id, addr)| (id, Node { addr }))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ),
+        );
+        Ok(PartitionStateMachine {
+            shared,
+            applied: Arc::new(Mutex::new(Applied {
+                last_applied,
+                membership,
+                last_checkpoint: Instant::now(),
+                snapshot: None,
+                snapshots_built: 0,
+            })),
+            checkpoint_path,
+            high_watermark: Arc::new(watch::channel(high_watermark).0),
+        })
+    }
+
+    /// Watches the high watermark (offset after the last applied entry).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// Writes the checkpoint now (on close, and before anything relies on it).
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        let checkpoint = {
+            let mut applied = self.applied.lock();
+            applied.last_checkpoint = Instant::now();
+            let m = applied.membership.membership();
+            Checkpoint {
+                last_applied: applied.last_applied.map(|l| (l.leader_id.term, l.index)),
+                membership_log_id: applied
+                    .membership
+                    .log_id()
+                    .map(|l| (l.leader_id.term, l.index)),
+                configs: m.get_joint_config().clone(),
+                nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+            }
+        };
+        let json = serde_json::to_vec(&checkpoint).unwrap_or_default();
+        crate::log::write_atomically(&self.checkpoint_path, &json)
+    }
+
+    fn manifest(&self, next_offset: u64) -> Result<PartitionSnapshot, StorageError<NodeId>> {
+        let log = self.shared.log();
+        let segments = log.segments().map_err(sm_err)?;
+        let mut out = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            if seg.base_offset >= next_offset || seg.size_bytes == 0 {
+                continue;
+            }
+            let size_bytes = match segments.get(i + 1) {
+                Some(next) if next.base_offset <= next_offset => seg.size_bytes,
+                // The segment holding the end: only the bytes below `next_offset`.
+                _ => self.bytes_below(seg.base_offset, seg.size_bytes, next_offset)?,
+            };
+            out.push(SnapshotSegment {
+                base_offset: seg.base_offset,
+                size_bytes,
+            });
+        }
+        Ok(PartitionSnapshot {
+            log_start_offset: log.log_start_offset(),
+            next_offset,
+            segments: out,
+        })
+    }
+
+    /// Bytes of the segment starting at `base` that hold offsets below `end`.
+    fn bytes_below(&self, base: u64, size: u64, end: u64) -> Result<u64, StorageError<NodeId>> {
+        let log = self.shared.log();
+        let mut offset = base;
+        let mut bytes = 0u64;
+        while offset < end && bytes < size {
+            let read = log.read_up_to(offset, 1 << 20, end).map_err(sm_err)?;
+            if read.batches.is_empty() {
+                break;
+            }
+            let mut buf = read.batches;
+            while !buf.is_empty() {
+                let header = BatchHeader::parse(&buf).map_err(sm_err)?;
+                let len = header.total_len().min(buf.len());
+                let _ = buf.split_to(len);
+                if header.base_offset >= end {
+                    return Ok(bytes);
+                }
+                bytes += len as u64;
+                offset = header.next_offset();
+            }
+        }
+        Ok(bytes.min(size))
+    }
+}
+
+impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError<NodeId>> {
+        let (last_applied, membership, n) = {
+            let mut applied = self.applied.lock();
+            applied.snapshots_built += 1;
+            (
+                applied.last_applied,
+                applied.membership.clone(),
+                applied.snapshots_built,
+            )
+        };
+        self.checkpoint().map_err(sm_err)?;
+        let manifest = self.manifest(self.high_watermark())?;
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{n}", l.leader_id.term, l.index),
+            None => format!("0-0-{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.applied.lock().snapshot = Some((meta.clone(), manifest.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(manifest),
+        })
+    }
+}
+
+impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
+    type SnapshotBuilder = PartitionStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let applied = self.applied.lock();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Appended>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<PartitionRaft>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut last = None;
+        let mut membership = None;
+        for entry in entries {
+            let reply = match &entry.payload {
+                EntryPayload::Normal(data) => match BatchHeader::parse(&data.0) {
+                    Ok(h) => Appended {
+                        base_offset: h.base_offset,
+                        next_offset: h.next_offset(),
+                    },
+                    Err(e) => {
+                        return Err(StorageIOError::apply(entry.log_id, AnyError::new(&e)).into());
+                    }
+                },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    Appended::default()
+                }
+                EntryPayload::Blank => Appended::default(),
+            };
+            replies.push(reply);
+            last = Some(entry.log_id);
+        }
+        let Some(last) = last else {
+            return Ok(replies);
+        };
+        if let Some(end) = self.shared.locate(last.index).map_err(sm_err)? {
+            self.high_watermark.send_if_modified(|hw| {
+                let moved = end.next_offset > *hw;
+                *hw = (*hw).max(end.next_offset);
+                moved
+            });
+        }
+        let due = {
+            let mut applied = self.applied.lock();
+            applied.last_applied = Some(last);
+            if let Some(m) = membership {
+                applied.membership = m;
+            }
+            applied.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+        };
+        if due {
+            self.checkpoint().map_err(sm_err)?;
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<PartitionSnapshot>, StorageError<NodeId>> {
+        Ok(Box::default())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<PartitionSnapshot>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let holds_it = match meta.last_log_id {
+            None => true,
+            Some(last) => self
+                .shared
+                .locate(last.index)
+                .map_err(sm_err)?
+                .is_some_and(|at| at.term == last.leader_id.term),
+        };
+        if !holds_it {
+            if !snapshot.segments.is_empty() {
+                let error = std::io::Error::other(format!(
+                    "snapshot {} needs {} segment(s) this replica does not hold; fetching them \
+                     needs a snapshot store",
+                    meta.snapshot_id,
+                    snapshot.segments.len()
+                ));
+                return Err(StorageIOError::read_snapshot(
+                    Some(meta.signature()),
+                    AnyError::new(&error),
+                )
+                .into());
+            }
+            self.shared.reset(snapshot.next_offset).map_err(sm_err)?;
+        }
+        self.high_watermark.send_replace(snapshot.next_offset);
+        {
+            let mut applied = self.applied.lock();
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            applied.snapshot = Some((meta.clone(), *snapshot));
+        }
+        self.checkpoint().map_err(sm_err)?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<PartitionRaft>>, StorageError<NodeId>> {
+        Ok(self
+            .applied
+            .lock()
+            .snapshot
+            .clone()
+            .map(|(meta, manifest)| Snapshot {
+                meta,
+                snapshot: Box::new(manifest),
+            }))
+    }
+}
