@@ -94,13 +94,14 @@ async fn shutdown_signal() {
 fn serve(flags: ConfigFlags) -> anyhow::Result<()> {
     let config = BrokerConfig::load(&flags)?;
     let listen = config.listen_addr;
-    let broker = Arc::new(Broker::open(config)?);
     let runtime = runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr()?;
+        let groups = Arc::new(logbook::raft::RaftGroups::default());
+        let broker = Arc::new(Broker::open(config, local.to_string(), groups).await?);
         // The readiness line scripts and tests wait for.
         println!("logbook listening on {local}");
         std::io::stdout().flush()?;

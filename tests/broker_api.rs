@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::broker::BrokerProcess;
+use common::broker::{BrokerProcess, assert_contiguous, offsets_and_values, read_partition};
 use logbook::client::{Client, Start, partition_for_key};
 use logbook::log::{NewRecord, RecordHeader};
 use logbook::proto::v1 as pb;
@@ -76,13 +76,21 @@ async fn topic_lifecycle() {
         vec![("events".to_string(), 1), ("orders".to_string(), 4)]
     );
 
-    client
+    let ack = client
         .produce("orders", Some(2), &[rec(None, "x")])
         .await
         .unwrap();
+    assert_contiguous(&ack, 1);
     let described = client.describe_topic("orders").await.unwrap();
     let p2 = &described.partition_info[2];
-    assert_eq!((p2.log_start_offset, p2.high_watermark), (0, 1));
+    assert_eq!(
+        (p2.log_start_offset, p2.high_watermark),
+        (0, ack.last_offset + 1)
+    );
+    assert_eq!(
+        offsets_and_values(&read_partition(&mut client, "orders", 2).await),
+        vec![(ack.base_offset, "x".to_string())]
+    );
     assert!(p2.size_bytes > 0);
 
     let metadata = client.metadata().await.unwrap();
@@ -107,15 +115,16 @@ async fn topic_lifecycle() {
         .create_topic("orders", 4, Default::default())
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .describe_topic("orders")
-            .await
-            .unwrap()
-            .partition_info[2]
-            .high_watermark,
-        0
-    );
+    // (Its high watermark may be above 0: Raft's control batches take offsets, but hold no
+    // records.)
+    for partition in 0..4 {
+        assert!(
+            read_partition(&mut client, "orders", partition)
+                .await
+                .is_empty(),
+            "partition {partition} of the new topic holds no records"
+        );
+    }
     assert!(
         !broker
             .data_dir
@@ -146,13 +155,16 @@ async fn produce_then_consume_with_keys_headers_and_both_request_forms() {
         .await
         .unwrap();
     assert_eq!(ack.partition, partition_for_key(b"user-7", 3));
-    assert_eq!((ack.base_offset, ack.last_offset), (0, 1));
+    assert_contiguous(&ack, 2);
+    let keyed_ack = ack;
     // Explicit partition.
     let ack = client
         .produce("t", Some(0), &[rec(None, "c")])
         .await
         .unwrap();
-    assert_eq!((ack.partition, ack.base_offset), (0, 0));
+    assert_eq!(ack.partition, 0);
+    assert_contiguous(&ack, 1);
+    let c_ack = ack;
 
     let keyed = partition_for_key(b"user-7", 3);
     let fetched = client
@@ -160,12 +172,16 @@ async fn produce_then_consume_with_keys_headers_and_both_request_forms() {
         .await
         .unwrap();
     assert_eq!(fetched.records.len(), 2);
+    assert_eq!(
+        (fetched.records[0].offset, fetched.records[1].offset),
+        (keyed_ack.base_offset, keyed_ack.last_offset)
+    );
     let first = &fetched.records[0];
     assert_eq!(first.key.as_deref(), Some(&b"user-7"[..]));
     assert_eq!(first.value.as_deref(), Some(&b"a"[..]));
     assert_eq!(first.timestamp_ms, 1_700_000_000_000);
     assert_eq!(first.headers[0].key, "source");
-    assert_eq!(fetched.high_watermark, 2);
+    assert_eq!(fetched.high_watermark, keyed_ack.last_offset + 1);
 
     // The message form (records as protobuf, encoded by the broker) works too, and an absent
     // timestamp gets the broker's clock.
@@ -187,17 +203,31 @@ async fn produce_then_consume_with_keys_headers_and_both_request_forms() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(response.base_offset, 1);
+    assert_eq!(response.partition, 0);
+    assert_contiguous(&response, 1);
+    assert!(
+        response.base_offset > c_ack.last_offset,
+        "{response:?} after {c_ack:?}"
+    );
     let got = client
-        .consume("t", 0, 1, 1 << 20, Duration::ZERO)
+        .consume("t", 0, response.base_offset, 1 << 20, Duration::ZERO)
         .await
         .unwrap();
+    assert_eq!(got.records[0].offset, response.base_offset);
     assert_eq!(got.records[0].value.as_deref(), Some(&b"d"[..]));
     assert!(got.records[0].timestamp_ms > 1_700_000_000_000);
     // Reading from the middle returns records from that offset on.
     assert_eq!(
-        values(&mut client, "t", keyed, 1).await,
-        vec![(1, "b".to_string())]
+        values(&mut client, "t", keyed, keyed_ack.base_offset + 1).await,
+        vec![(keyed_ack.last_offset, "b".to_string())]
+    );
+    // Partition 0 from the start: "c" then "d", each at its acknowledged offset.
+    assert_eq!(
+        offsets_and_values(&read_partition(&mut client, "t", 0).await),
+        vec![
+            (c_ack.base_offset, "c".to_string()),
+            (response.base_offset, "d".to_string())
+        ]
     );
 }
 
@@ -227,18 +257,27 @@ async fn produce_stream_acknowledges_in_order() {
     let acks = sender.await;
     assert_eq!(acks.len() as u64, n);
     for (i, ack) in acks.iter().enumerate() {
-        assert_eq!(
-            ack.base_offset,
-            3 * i as u64,
-            "acks come back in request order"
-        );
-        assert_eq!(ack.last_offset, 3 * i as u64 + 2);
+        assert_contiguous(ack, 3);
+        if i > 0 {
+            assert!(
+                ack.base_offset > acks[i - 1].last_offset,
+                "acks come back in request order: #{i} {ack:?} after {:?}",
+                acks[i - 1]
+            );
+        }
     }
     let all = client
         .consume("s", 0, 0, 16 << 20, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(all.records.len() as u64, 3 * n);
+    // The k-th record read is the k-th produced, at the offset its ack reported.
+    let expected: Vec<(u64, String)> = acks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ack)| (0..3).map(move |j| (ack.base_offset + j, format!("{i}.{j}"))))
+        .collect();
+    assert_eq!(offsets_and_values(&all.records), expected);
     assert_eq!(all.records[3 * 7 + 1].value.as_deref(), Some(&b"7.1"[..]));
 }
 
@@ -315,21 +354,25 @@ async fn long_poll_returns_records_that_arrive_while_it_waits() {
         .await
         .unwrap();
     assert!(empty.records.is_empty());
-    assert_eq!(empty.next_offset, 0);
-    // Something arrives during the wait: the poll returns it.
+    // Only control batches (if anything) below: the consumer is sent to the high watermark.
+    assert_eq!(empty.next_offset, empty.high_watermark);
+    // Something arrives during the wait: the poll (from where the broker said to continue)
+    // returns it.
     let mut poller = client.clone();
+    let from = empty.next_offset;
     let waiting = tokio::spawn(async move {
         poller
-            .consume("poll", 0, 0, 0, Duration::from_secs(30))
+            .consume("poll", 0, from, 0, Duration::from_secs(30))
             .await
             .unwrap()
     });
-    client
+    let ack = client
         .produce("poll", Some(0), &[rec(None, "late")])
         .await
         .unwrap();
     let got = waiting.await.unwrap();
     assert_eq!(got.records.len(), 1);
+    assert_eq!(got.records[0].offset, ack.base_offset);
     assert_eq!(got.records[0].value.as_deref(), Some(&b"late"[..]));
 }
 
@@ -343,11 +386,17 @@ async fn restart_keeps_every_acknowledged_record_and_the_node_identity() {
         .create_topic("keep", 2, Default::default())
         .await
         .unwrap();
+    // Per partition, (offset, value) of every acknowledged record.
+    let mut acked: [Vec<(u64, String)>; 2] = Default::default();
     for i in 0..50 {
-        client
-            .produce("keep", Some(i % 2), &[rec(None, &format!("v{i}"))])
+        let value = format!("v{i}");
+        let ack = client
+            .produce("keep", Some(i % 2), &[rec(None, &value)])
             .await
             .unwrap();
+        assert_eq!(ack.partition, i % 2);
+        assert_contiguous(&ack, 1);
+        acked[(i % 2) as usize].push((ack.base_offset, value));
     }
     let node = client.metadata().await.unwrap().servers[0].node_id;
     assert!(broker.terminate().success(), "graceful shutdown exits 0");
@@ -358,8 +407,10 @@ async fn restart_keeps_every_acknowledged_record_and_the_node_identity() {
     let even = values(&mut client, "keep", 0, 0).await;
     let odd = values(&mut client, "keep", 1, 0).await;
     assert_eq!(even.len() + odd.len(), 50);
-    assert_eq!(even[3], (3, "v6".to_string()));
-    assert_eq!(odd[3], (3, "v7".to_string()));
+    assert_eq!(even, acked[0]);
+    assert_eq!(odd, acked[1]);
+    assert_eq!(even[3].1, "v6");
+    assert_eq!(odd[3].1, "v7");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,6 +457,7 @@ async fn sigkill_during_a_produce_stream_loses_no_acknowledged_record() {
                 .expect("acknowledgements keep coming")
                 .expect("the stream is open")
                 .unwrap();
+            assert_contiguous(&ack, 1);
             acked.push((ack.base_offset, format!("r{round}-{k}")));
             k += 1;
         }
@@ -421,13 +473,31 @@ async fn sigkill_during_a_produce_stream_loses_no_acknowledged_record() {
         let mut client = broker.client().await;
         let high = client.describe_topic("crash").await.unwrap().partition_info[0].high_watermark;
         let all = values_all(&mut client, "crash", high).await;
+        // Offsets only grow (control batches may leave gaps), and nothing is read twice.
+        assert!(
+            all.windows(2).all(|w| w[0].0 < w[1].0),
+            "offsets increase after SIGKILL #{round}"
+        );
+        let distinct: std::collections::HashSet<&String> = all.iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            distinct.len(),
+            all.len(),
+            "no duplicates after SIGKILL #{round}"
+        );
+        let by_offset: std::collections::HashMap<u64, &String> =
+            all.iter().map(|(o, v)| (*o, v)).collect();
         for (offset, value) in &acked {
             assert_eq!(
-                all.get(*offset as usize),
-                Some(&(*offset, value.clone())),
+                by_offset.get(offset),
+                Some(&value),
                 "acknowledged record at {offset} after SIGKILL #{round}"
             );
         }
+        // Acknowledgements (over all rounds) came back with increasing offsets.
+        assert!(
+            acked.windows(2).all(|w| w[0].0 < w[1].0),
+            "acked offsets increase (round {round})"
+        );
         drop(client);
         broker.kill();
     }
@@ -448,6 +518,7 @@ async fn values_all(client: &mut Client, topic: &str, high: u64) -> Vec<(u64, St
                 String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
             ));
         }
+        assert!(fetched.next_offset > offset, "reads must make progress");
         offset = fetched.next_offset;
     }
     out
@@ -553,7 +624,8 @@ async fn a_failed_request_ends_a_produce_stream_and_nothing_after_it_is_written(
         let _ = sender.send(request("ok", &format!("after-{i}"))).await;
     }
     drop(sender);
-    assert_eq!(acks.next_ack().await.unwrap().unwrap().base_offset, 0);
+    let first = acks.next_ack().await.unwrap().unwrap();
+    assert_contiguous(&first, 1);
     let error = acks.next_ack().await.unwrap().unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::NotFound));
     assert!(
@@ -562,7 +634,7 @@ async fn a_failed_request_ends_a_produce_stream_and_nothing_after_it_is_written(
     );
     assert_eq!(
         values(&mut client, "ok", 0, 0).await,
-        vec![(0, "first".to_string())]
+        vec![(first.base_offset, "first".to_string())]
     );
 }
 
@@ -582,7 +654,8 @@ async fn explicit_partition_takes_records_with_any_keys_and_names_are_never_spec
         .produce("x.deleted-1", Some(1), &mixed)
         .await
         .unwrap();
-    assert_eq!((ack.partition, ack.base_offset, ack.last_offset), (1, 0, 9));
+    assert_eq!(ack.partition, 1);
+    assert_contiguous(&ack, 10);
     // The message form too.
     let mut raw = ProduceServiceClient::connect(format!("http://{}", broker.addr))
         .await
@@ -606,11 +679,27 @@ async fn explicit_partition_takes_records_with_any_keys_and_names_are_never_spec
         .unwrap()
         .into_inner();
     assert_eq!(response.partition, 2);
+    assert_contiguous(&response, 10);
     assert!(broker.terminate().success());
     let broker = BrokerProcess::start(&data, &[]);
     let mut client = broker.client().await;
     let topic = client.describe_topic("x.deleted-1").await.unwrap();
-    assert_eq!(topic.partition_info[1].high_watermark, 10);
+    // The restart's leader election may add a control batch above the records.
+    assert!(
+        topic.partition_info[1].high_watermark > ack.last_offset,
+        "{:?} after {ack:?}",
+        topic.partition_info[1]
+    );
+    for (partition, ack) in [(1, &ack), (2, &response)] {
+        let read = read_partition(&mut client, "x.deleted-1", partition).await;
+        let got: Vec<(u64, Option<&[u8]>)> =
+            read.iter().map(|r| (r.offset, r.key.as_deref())).collect();
+        let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let expected: Vec<(u64, Option<&[u8]>)> = (0..10)
+            .map(|i| (ack.base_offset + i, Some(keys[i as usize].as_bytes())))
+            .collect();
+        assert_eq!(got, expected, "partition {partition}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::broker::BrokerProcess;
+use common::broker::{BrokerProcess, assert_contiguous, offsets_and_values, read_partition};
 use logbook::client::{Client, ClientError};
 use logbook::log::NewRecord;
 use logbook::proto::v1 as pb;
@@ -61,10 +61,12 @@ async fn each_error_has_its_code_and_details() {
         .create_topic("t", 2, Default::default())
         .await
         .unwrap();
-    client
+    let ack = client
         .produce("t", Some(0), &[record(b"a"), record(b"b")])
         .await
         .unwrap();
+    assert_contiguous(&ack, 2);
+    let high_watermark = ack.last_offset + 1;
 
     // Unknown topic: NOT_FOUND naming the topic.
     let s = status(
@@ -97,9 +99,10 @@ async fn each_error_has_its_code_and_details() {
     assert_eq!(meta["partitions"], "2");
 
     // Offset past the high watermark: OUT_OF_RANGE with the low and high offsets.
+    let past = high_watermark + 5;
     let s = status(
         client
-            .consume("t", 0, 7, 0, Duration::ZERO)
+            .consume("t", 0, past, 0, Duration::ZERO)
             .await
             .unwrap_err(),
     );
@@ -108,11 +111,15 @@ async fn each_error_has_its_code_and_details() {
     assert_eq!(reason, "OFFSET_OUT_OF_RANGE");
     assert_eq!(
         (
-            meta["requested_offset"].as_str(),
-            meta["log_start_offset"].as_str(),
-            meta["high_watermark"].as_str()
+            meta["requested_offset"].clone(),
+            meta["log_start_offset"].clone(),
+            meta["high_watermark"].clone()
         ),
-        ("7", "0", "2")
+        (
+            past.to_string(),
+            "0".to_string(),
+            high_watermark.to_string()
+        )
     );
     let bad = s.get_details_bad_request().expect("BadRequest");
     assert_eq!(bad.field_violations[0].field, "offset");
@@ -229,6 +236,14 @@ async fn each_error_has_its_code_and_details() {
     // Nothing acknowledged was disturbed by any of it.
     let all = client.consume("t", 0, 0, 0, Duration::ZERO).await.unwrap();
     assert_eq!(all.records.len(), 2);
+    assert_eq!(
+        offsets_and_values(&all.records),
+        vec![
+            (ack.base_offset, "a".to_string()),
+            (ack.last_offset, "b".to_string())
+        ]
+    );
+    assert_eq!(all.high_watermark, high_watermark);
 }
 
 /// A mounted tmpfs, unmounted on drop.
@@ -280,13 +295,17 @@ async fn a_full_disk_is_unavailable_and_the_broker_recovers_when_space_returns()
         .await
         .unwrap();
     let value = vec![b'z'; 32 * 1024];
-    let mut acked = 0u64;
+    // Offsets of the acknowledged records, in order.
+    let mut acked: Vec<u64> = Vec::new();
     let full = loop {
         match client.produce("full", Some(0), &[record(&value)]).await {
             Ok(ack) => {
-                assert_eq!(ack.base_offset, acked);
-                acked += 1;
-                assert!(acked < 1000, "the disk never filled up");
+                assert_contiguous(&ack, 1);
+                if let Some(&last) = acked.last() {
+                    assert!(ack.base_offset > last, "{ack:?} after offset {last}");
+                }
+                acked.push(ack.base_offset);
+                assert!(acked.len() < 1000, "the disk never filled up");
             }
             Err(e) => break status(e),
         }
@@ -294,25 +313,30 @@ async fn a_full_disk_is_unavailable_and_the_broker_recovers_when_space_returns()
     assert_eq!(full.code(), Code::Unavailable, "{full:?}");
     assert_eq!(error_info(&full).0, "DISK_FULL");
     assert!(full.get_details_retry_info().is_some());
-    // Still up, still serving what it acknowledged.
-    let mut offset = 0;
-    while offset < acked {
-        let read = client
-            .consume("full", 0, offset, 16 << 20, Duration::ZERO)
-            .await
-            .unwrap();
-        for r in &read.records {
-            assert_eq!((r.offset, r.value.as_deref()), (offset, Some(&value[..])));
-            offset += 1;
-        }
-    }
-    // Space returns: produce works again, at the next offset.
+    // Still up, still serving what it acknowledged (and nothing of the failed request).
+    let value_text = String::from_utf8(value.clone()).unwrap();
+    let expected: Vec<(u64, String)> = acked.iter().map(|&o| (o, value_text.clone())).collect();
+    assert_eq!(
+        offsets_and_values(&read_partition(&mut client, "full", 0).await),
+        expected
+    );
+    // Space returns: produce works again, after the last acknowledged offset.
     std::fs::remove_file(&filler).unwrap();
     let ack = client
         .produce("full", Some(0), &[record(b"again")])
         .await
         .unwrap();
-    assert_eq!(ack.base_offset, acked);
+    assert_contiguous(&ack, 1);
+    let last = *acked
+        .last()
+        .expect("something was acknowledged before the disk filled");
+    assert!(ack.base_offset > last, "{ack:?} after offset {last}");
+    let mut expected = expected;
+    expected.push((ack.base_offset, "again".to_string()));
+    assert_eq!(
+        offsets_and_values(&read_partition(&mut client, "full", 0).await),
+        expected
+    );
     drop(client);
     broker.kill();
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::broker::{BrokerProcess, cli, logbook_bin};
+use common::broker::{BrokerProcess, cli, consume_json, logbook_bin};
 use logbook::client::{exit_code, partition_for_key};
 
 fn stdout(output: &std::process::Output) -> String {
@@ -44,6 +44,13 @@ fn topic_produce_and_consume_round_trip() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "first\nsecond\nthird\n");
+    // Where they are: consecutive offsets (one request), not necessarily from 0.
+    let json = consume_json(addr, &["--topic", "lines", "--from-beginning"]);
+    let offsets: Vec<u64> = json.iter().map(|r| r["offset"].as_u64().unwrap()).collect();
+    let values: Vec<&str> = json.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["first", "second", "third"]);
+    assert_eq!(offsets, [offsets[0], offsets[0] + 1, offsets[0] + 2]);
+    let second = offsets[1].to_string();
 
     let out = cli(
         addr,
@@ -54,7 +61,7 @@ fn topic_produce_and_consume_round_trip() {
             "--partition",
             "0",
             "--offset",
-            "1",
+            &second,
             "--max-records",
             "1",
         ],
@@ -67,7 +74,8 @@ fn topic_produce_and_consume_round_trip() {
     let out = cli(addr, &["topic", "describe", "lines"], "");
     let text = stdout(&out);
     assert!(text.contains("partitions: 1"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("0\t0\t3\t")), "{text}");
+    let row = format!("0\t0\t{}\t", offsets[2] + 1);
+    assert!(text.lines().any(|l| l.starts_with(&row)), "{text}");
 
     let out = cli(addr, &["topic", "delete", "lines"], "");
     assert!(out.status.success());
@@ -273,6 +281,17 @@ fn a_large_input_in_many_small_requests_does_not_stall() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("produced 5000 record(s)"));
+    // Every line, in order, with increasing offsets.
+    let json = consume_json(
+        addr,
+        &["--topic", "many", "--partition", "0", "--from-beginning"],
+    );
+    let values: Vec<&str> = json.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = input.lines().collect();
+    assert_eq!(values, expected);
+    let offsets: Vec<u64> = json.iter().map(|r| r["offset"].as_u64().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase");
+    let last = offsets[4999].to_string();
     let out = cli(
         addr,
         &[
@@ -282,7 +301,7 @@ fn a_large_input_in_many_small_requests_does_not_stall() {
             "--partition",
             "0",
             "--offset",
-            "4999",
+            &last,
         ],
         "",
     );

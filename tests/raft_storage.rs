@@ -55,3 +55,35 @@ fn partition_log_store_passes_openraft_suite_without_fsync() {
     })
     .expect("openraft storage suite");
 }
+
+struct MetaBuilder;
+
+impl
+    StoreBuilder<
+        logbook::cluster::MetaRaft,
+        LogStore<logbook::cluster::MetaRaft>,
+        logbook::cluster::MetaStateMachine,
+        tempfile::TempDir,
+    > for MetaBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            LogStore<logbook::cluster::MetaRaft>,
+            logbook::cluster::MetaStateMachine,
+        ),
+        StorageError<u64>,
+    > {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Arc::new(PartitionLog::open(dir.path(), LogConfig::default()).expect("open log"));
+        let store = LogStore::open(log, FsyncPolicy::Always).expect("open raft log");
+        Ok((dir, store, logbook::cluster::MetaStateMachine::default()))
+    }
+}
+
+#[test]
+fn metadata_group_storage_passes_openraft_suite() {
+    Suite::test_all(MetaBuilder).expect("openraft storage suite");
+}

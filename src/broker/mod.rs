@@ -7,7 +7,7 @@ mod topic;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,12 +15,12 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 pub use identity::NodeIdentity;
-pub use topic::{Partition, Topic, TopicSettings, validate_topic_name};
+pub use topic::{Partition, PendingAppend, RaftContext, Topic, TopicSettings, validate_topic_name};
 
 use crate::config::BrokerConfig;
-use crate::log::{
-    AppendTicket, LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms,
-};
+use crate::log::{LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms};
+use crate::raft::{Channels, RaftGroups, RaftTiming};
+use openraft::error::ClientWriteError;
 
 /// Default byte budget of a read.
 pub const DEFAULT_READ_BYTES: usize = 1 << 20;
@@ -66,6 +66,21 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// This node does not lead the partition; the request must go to the leader.
+    #[error("node {node_id} is not the leader of {group}{}", leader_hint(.leader_id, .leader_addr))]
+    NotLeader {
+        /// Raft group (`topic/partition` or `meta`).
+        group: String,
+        /// This node.
+        node_id: u64,
+        /// The leader, if known.
+        leader_id: Option<u64>,
+        /// The leader's address, if known.
+        leader_addr: Option<String>,
+    },
+    /// A Raft group is not available (no quorum, stopping, or failed); retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Another process uses the data directory.
     #[error("data directory {} is in use by another broker", .0.display())]
     DataDirLocked(PathBuf),
@@ -78,6 +93,14 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn leader_hint(id: &Option<u64>, addr: &Option<String>) -> String {
+    match (id, addr) {
+        (Some(id), Some(addr)) => format!("; the leader is node {id} at {addr}"),
+        (Some(id), None) => format!("; the leader is node {id}"),
+        _ => "; no leader is known (an election may be running)".into(),
+    }
 }
 
 impl BrokerError {
@@ -110,24 +133,41 @@ pub struct Produced {
     pub last_offset: u64,
 }
 
-/// Records queued on a partition, waiting for their acknowledgement.
+/// Records handed to a partition's Raft leader, waiting for their acknowledgement.
 #[derive(Debug)]
 pub struct PendingProduce {
     /// Partition they were queued on.
     partition: u32,
-    /// The queued append.
-    ticket: AppendTicket,
+    /// Raft group of the partition.
+    group: String,
+    /// This node.
+    node_id: u64,
+    /// Resolves once the entry is committed and applied.
+    pending: PendingAppend,
 }
 
 impl PendingProduce {
-    /// Waits until the records are acknowledged.
+    /// Waits until the records are acknowledged: committed (durable on a majority of the
+    /// partition's replicas) and applied.
     pub async fn acknowledged(self) -> Result<Produced, BrokerError> {
-        let offsets = self.ticket.acknowledged().await?;
-        Ok(Produced {
-            partition: self.partition,
-            base_offset: offsets.start,
-            last_offset: offsets.end - 1,
-        })
+        let written = self
+            .pending
+            .await
+            .map_err(|_| BrokerError::Unavailable(format!("{} stopped", self.group)))?;
+        match written {
+            Ok(response) => Ok(Produced {
+                partition: self.partition,
+                base_offset: response.data.base_offset,
+                last_offset: response.data.next_offset.saturating_sub(1),
+            }),
+            Err(ClientWriteError::ForwardToLeader(forward)) => Err(BrokerError::NotLeader {
+                group: self.group,
+                node_id: self.node_id,
+                leader_id: forward.leader_id,
+                leader_addr: forward.leader_node.map(|n| n.addr),
+            }),
+            Err(e) => Err(BrokerError::Unavailable(e.to_string())),
+        }
     }
 }
 
@@ -185,8 +225,10 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion (file I/O) without blocking lookups.
     admin: tokio::sync::Mutex<()>,
-    /// Address clients reach this node at (set once the server is bound).
-    address: OnceLock<String>,
+    /// Address clients and peers reach this node at.
+    address: String,
+    /// What partitions need to run their Raft groups.
+    raft: RaftContext,
     /// Flips to true when the broker shuts down; streams end on it.
     shutdown: watch::Sender<bool>,
     /// Exclusive lock on the data directory, held while the broker lives.
@@ -195,8 +237,14 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the data directory (creating it), locks it, loads the node identity and opens
-    /// (recovering) every topic.
-    pub fn open(config: BrokerConfig) -> Result<Self, BrokerError> {
+    /// (recovering) every topic, starting its partitions' Raft groups. `address` is where
+    /// clients and peers reach this node's gRPC server; `groups` is what its Raft service
+    /// routes to.
+    pub async fn open(
+        config: BrokerConfig,
+        address: String,
+        groups: Arc<RaftGroups>,
+    ) -> Result<Self, BrokerError> {
         let log_defaults = config
             .log_config()
             .map_err(|reason| BrokerError::InvalidArgument {
@@ -219,6 +267,13 @@ impl Broker {
         }
         fs::create_dir_all(&trash_dir).map_err(|e| BrokerError::io(&trash_dir, e))?;
         let every = Duration::from_millis(config.maintenance_interval_ms);
+        let raft = RaftContext {
+            node_id: identity.node_id,
+            address: address.clone(),
+            channels: Arc::new(Channels::default()),
+            groups,
+            timing: RaftTiming::default(),
+        };
         let mut topics = BTreeMap::new();
         for entry in fs::read_dir(&topics_dir).map_err(|e| BrokerError::io(&topics_dir, e))? {
             let entry = entry.map_err(|e| BrokerError::io(&topics_dir, e))?;
@@ -227,7 +282,7 @@ impl Broker {
             if !path.is_dir() {
                 continue;
             }
-            match Topic::open(&path, &log_defaults, every)? {
+            match Topic::open(&path, &log_defaults, every, &raft).await? {
                 Some(topic) => {
                     topics.insert(name, Arc::new(topic));
                 }
@@ -246,7 +301,8 @@ impl Broker {
             topics_dir,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
-            address: OnceLock::new(),
+            address,
+            raft,
             shutdown: watch::channel(false).0,
             _lock: lock,
         })
@@ -262,17 +318,14 @@ impl Broker {
         &self.identity
     }
 
-    /// Records the address clients reach this node at (first call wins).
-    pub fn set_address(&self, address: String) {
-        let _ = self.address.set(address);
+    /// The Raft groups this node serves (what its Raft RPC service routes to).
+    pub fn raft_groups(&self) -> Arc<RaftGroups> {
+        self.raft.groups.clone()
     }
 
-    /// The address clients reach this node at.
+    /// The address clients and peers reach this node at.
     pub fn address(&self) -> String {
-        self.address
-            .get()
-            .cloned()
-            .unwrap_or_else(|| self.config.listen_addr.to_string())
+        self.address.clone()
     }
 
     /// Resolves when the broker starts shutting down.
@@ -314,11 +367,8 @@ impl Broker {
             name.to_string(),
         );
         let every = Duration::from_millis(self.config.maintenance_interval_ms);
-        let topic = tokio::task::spawn_blocking(move || {
-            Topic::create(&dir, &name_owned, settings, &defaults, every)
-        })
-        .await
-        .map_err(|e| BrokerError::io(&self.topics_dir, std::io::Error::other(e)))??;
+        let topic =
+            Topic::create(&dir, &name_owned, settings, &defaults, every, &self.raft).await?;
         let topic = Arc::new(topic);
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(
@@ -451,10 +501,12 @@ impl Broker {
             (None, Some(p)) => p,
             (None, None) => topic.partition_for(None),
         };
-        let ticket = topic.partition(index)?.submit(batch).await?;
+        let pending = topic.partition(index)?.submit(batch).await?;
         Ok(PendingProduce {
             partition: index,
-            ticket,
+            group: crate::raft::partition_group(&topic.name, index),
+            node_id: self.identity.node_id,
+            pending,
         })
     }
 

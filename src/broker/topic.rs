@@ -6,6 +6,7 @@
 //! <data_dir>/topics/<topic>/<partition>/ a PartitionLog
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +20,18 @@ use tokio::sync::watch;
 use super::BrokerError;
 use super::identity::write_atomically;
 use crate::config::{MAX_PARTITIONS, limit};
-use crate::log::{
-    AppendTicket, CleanupPolicy, GroupCommit, LogConfig, LogError, Maintenance, PartitionLog,
-    ValidatedBatch,
+use crate::log::{CleanupPolicy, LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch};
+use crate::raft::{
+    Channels, LogStore, Node, NodeId, PartitionRaft, PartitionRaftHandle, PartitionStateMachine,
+    PeerNetwork, RaftGroups, RaftTiming, RecordData,
 };
 
 /// Settings file of a topic.
 const TOPIC_FILE: &str = "topic.json";
+/// Free space kept beyond a batch and an index when appending (Raft state files, metadata).
+const DISK_RESERVE_BYTES: u64 = 256 << 10;
+/// How long opening a topic waits for its partitions to elect leaders.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// Longest topic name (Kafka's limit).
 const MAX_NAME_LEN: usize = 249;
 
@@ -101,37 +107,109 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// One partition: its log, the group-commit writer in front of it, and its maintenance thread.
-#[derive(Debug)]
+/// What a partition needs to run its Raft group on this node.
+#[derive(Debug, Clone)]
+pub struct RaftContext {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The address peers reach this node's gRPC server at.
+    pub address: String,
+    /// gRPC channels to peers (shared by every group).
+    pub channels: Arc<Channels>,
+    /// Groups served by this node's Raft service.
+    pub groups: Arc<RaftGroups>,
+    /// Raft timing.
+    pub timing: RaftTiming,
+}
+
+/// One partition replica: its log, the Raft group replicating it, and its maintenance thread.
 pub struct Partition {
     /// Partition number.
     pub index: u32,
+    /// Name of its Raft group.
+    group: String,
     /// The log.
     log: Arc<PartitionLog>,
-    /// Group commit in front of the log.
-    writer: GroupCommit,
+    /// The Raft group (its log storage is `log`).
+    raft: PartitionRaftHandle,
+    /// Its state machine (the commit watermark).
+    state: PartitionStateMachine,
+    /// Where the group is registered for incoming Raft RPCs.
+    groups: Arc<RaftGroups>,
     /// Retention and compaction (taken and stopped on close).
     maintenance: Mutex<Option<Maintenance>>,
 }
 
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("group", &self.group)
+            .field("high_watermark", &self.high_watermark())
+            .finish()
+    }
+}
+
+/// A produce accepted by the partition's Raft leader, waiting to be committed and applied.
+pub type PendingAppend =
+    tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<PartitionRaft>>;
+
 impl Partition {
-    /// Opens (recovering) the partition in `dir`.
-    pub fn open(
+    /// Opens (recovering) the replica in `dir` and starts its Raft group, initializing it with
+    /// `voters` if it has never been initialized (an empty `voters` waits to be added).
+    pub async fn open(
         dir: &Path,
+        group: String,
         index: u32,
         config: LogConfig,
         maintenance_every: Duration,
+        raft: &RaftContext,
+        voters: BTreeMap<NodeId, Node>,
     ) -> Result<Self, BrokerError> {
         let policy = config.fsync;
-        let log = Arc::new(PartitionLog::open(dir, config)?);
-        let writer =
-            GroupCommit::start(log.clone(), policy).map_err(|e| BrokerError::io(dir, e))?;
+        let (dir_owned, config_owned) = (dir.to_path_buf(), config.clone());
+        let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir_owned, config_owned))
+            .await
+            .map_err(|e| BrokerError::io(dir, std::io::Error::other(e)))??;
+        let log = Arc::new(log);
+        let store = LogStore::<PartitionRaft>::open(log.clone(), policy)
+            .map_err(|e| BrokerError::io(dir, std::io::Error::other(e)))?;
+        let state = PartitionStateMachine::open(store.shared().clone())
+            .map_err(|e| BrokerError::io(dir, e))?;
+        let network = PeerNetwork::new(group.clone(), raft.channels.clone());
+        let raft_config =
+            raft.timing
+                .config(&group)
+                .map_err(|reason| BrokerError::InvalidArgument {
+                    field: "raft timing",
+                    reason,
+                })?;
+        let handle = openraft::Raft::new(raft.node_id, raft_config, network, store, state.clone())
+            .await
+            .map_err(|e| BrokerError::io(dir, std::io::Error::other(e.to_string())))?;
+        raft.groups.insert(group.clone(), Arc::new(handle.clone()));
+        let sole_voter = voters.len() == 1 && voters.contains_key(&raft.node_id);
+        if !voters.is_empty() && !handle.is_initialized().await.map_err(unavailable)? {
+            match handle.initialize(voters).await {
+                Ok(())
+                | Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        // The only voter: campaign now rather than after an election timeout.
+        if sole_voter {
+            handle.trigger().elect().await.map_err(unavailable)?;
+        }
         let maintenance = Maintenance::spawn(log.clone(), maintenance_every)
             .map_err(|e| BrokerError::io(dir, e))?;
         Ok(Partition {
             index,
+            group,
             log,
-            writer,
+            raft: handle,
+            state,
+            groups: raft.groups.clone(),
             maintenance: Mutex::new(Some(maintenance)),
         })
     }
@@ -141,33 +219,82 @@ impl Partition {
         &self.log
     }
 
-    /// Queues a batch on the group-commit writer (in call order); the ticket resolves once
-    /// it is acknowledged.
-    pub async fn submit(&self, batch: ValidatedBatch) -> Result<AppendTicket, LogError> {
-        self.writer.submit(batch, 0).await
+    /// The Raft group.
+    pub fn raft(&self) -> &PartitionRaftHandle {
+        &self.raft
     }
 
-    /// Offset after the last acknowledged record: what consumers may read below.
+    /// Waits until the group has a leader (this node or another), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, BrokerError> {
+        let mut metrics = self.raft.metrics();
+        let waited =
+            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+        match waited {
+            Ok(Ok(m)) => Ok(m.current_leader.unwrap_or_default()),
+            Ok(Err(_)) => Err(unavailable(format!("{} stopped", self.group))),
+            Err(_) => Err(unavailable(format!(
+                "{} has no leader after {timeout:?}",
+                self.group
+            ))),
+        }
+    }
+
+    /// Hands a batch to the Raft leader (in call order); the receiver resolves once it is
+    /// committed (durable on a majority) and applied.
+    pub async fn submit(&self, batch: ValidatedBatch) -> Result<PendingAppend, BrokerError> {
+        // Refuse what would not fit rather than let the Raft append wait for space: the batch,
+        // a new segment's preallocated index, and room for Raft's own small files.
+        let needed = batch.len() as u64 + self.log.config().index_max_bytes + DISK_RESERVE_BYTES;
+        let free = self.log.free_bytes()?;
+        if free < needed {
+            return Err(LogError::io(
+                self.log.dir(),
+                std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{free} bytes free, {needed} needed to append safely"),
+                ),
+            )
+            .into());
+        }
+        self.raft
+            .client_write_ff(RecordData(batch.into_bytes()))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Offset after the last committed and applied record: what consumers may read below.
     pub fn high_watermark(&self) -> u64 {
-        *self.writer.acked_offsets().borrow()
+        self.state.high_watermark()
     }
 
     /// Watches the high watermark.
     pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
-        self.writer.acked_offsets()
+        self.state.watch_high_watermark()
     }
 
-    /// Stops maintenance (waiting for a pass in progress), finishes queued appends, syncs, and
-    /// closes the log cleanly.
+    /// Stops maintenance (waiting for a pass in progress), stops the Raft group, checkpoints
+    /// the applied state, and closes the log cleanly.
     pub async fn close(&self) -> Result<(), LogError> {
         let maintenance = self.maintenance.lock().take();
         if let Some(maintenance) = maintenance {
             // Dropping joins the thread, which may be in the middle of a compaction.
             let _ = tokio::task::spawn_blocking(move || drop(maintenance)).await;
         }
-        self.writer.close().await?;
+        self.groups.remove(&self.group);
+        self.state.close_watchers();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.group, error = %e, "Raft group did not stop cleanly");
+        }
+        if let Err(e) = self.state.checkpoint() {
+            tracing::warn!(group = %self.group, error = %e, "could not checkpoint the applied state");
+        }
         self.log.close()
     }
+}
+
+/// A Raft error on a local group: the group is not available (shutting down or failed).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
 }
 
 /// A topic and its open partitions.
@@ -189,12 +316,13 @@ pub struct Topic {
 
 impl Topic {
     /// Creates the topic's directory, partitions and settings file (written last).
-    pub fn create(
+    pub async fn create(
         topics_dir: &Path,
         name: &str,
         settings: TopicSettings,
         defaults: &LogConfig,
         maintenance_every: Duration,
+        raft: &RaftContext,
     ) -> Result<Self, BrokerError> {
         validate_topic_name(name)?;
         if !(1..=MAX_PARTITIONS).contains(&settings.partitions) {
@@ -214,7 +342,8 @@ impl Topic {
             std::io::ErrorKind::AlreadyExists => BrokerError::TopicExists(name.to_string()),
             _ => BrokerError::io(&dir, e),
         })?;
-        let topic = Self::open_partitions(name, settings, log_config, dir, maintenance_every)?;
+        let topic =
+            Self::open_partitions(name, settings, log_config, dir, maintenance_every, raft).await?;
         let json = serde_json::to_vec_pretty(&topic.settings).unwrap_or_default();
         write_atomically(&topic.dir.join(TOPIC_FILE), &json)?;
         Ok(topic)
@@ -222,10 +351,11 @@ impl Topic {
 
     /// Opens an existing topic directory. `Ok(None)` if it has no settings file (an unfinished
     /// creation).
-    pub fn open(
+    pub async fn open(
         dir: &Path,
         defaults: &LogConfig,
         maintenance_every: Duration,
+        raft: &RaftContext,
     ) -> Result<Option<Self>, BrokerError> {
         let path = dir.join(TOPIC_FILE);
         let bytes = match fs::read(&path) {
@@ -251,28 +381,59 @@ impl Topic {
             log_config,
             dir.to_path_buf(),
             maintenance_every,
+            raft,
         )
+        .await
         .map(Some)
     }
 
-    fn open_partitions(
+    async fn open_partitions(
         name: &str,
         settings: TopicSettings,
         log_config: LogConfig,
         dir: PathBuf,
         maintenance_every: Duration,
+        raft: &RaftContext,
     ) -> Result<Self, BrokerError> {
-        let partitions = (0..settings.partitions)
-            .map(|i| {
-                Partition::open(
-                    &dir.join(i.to_string()),
-                    i,
-                    log_config.clone(),
-                    maintenance_every,
-                )
-                .map(Arc::new)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // A single node: every partition's group has this node as its only voter.
+        let voters = BTreeMap::from([(
+            raft.node_id,
+            Node {
+                addr: raft.address.clone(),
+            },
+        )]);
+        let mut partitions = Vec::with_capacity(settings.partitions as usize);
+        for i in 0..settings.partitions {
+            let partition = Partition::open(
+                &dir.join(i.to_string()),
+                crate::raft::partition_group(name, i),
+                i,
+                log_config.clone(),
+                maintenance_every,
+                raft,
+                voters.clone(),
+            )
+            .await;
+            match partition {
+                Ok(p) => partitions.push(Arc::new(p)),
+                Err(e) => {
+                    for p in &partitions {
+                        let _ = p.close().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Ready when every partition has a leader (a single node elects itself at once).
+        let waits = partitions.iter().map(|p| p.wait_for_leader(LEADER_WAIT));
+        for waited in futures_util::future::join_all(waits).await {
+            if let Err(e) = waited {
+                for p in &partitions {
+                    let _ = p.close().await;
+                }
+                return Err(e);
+            }
+        }
         Ok(Topic {
             name: name.to_string(),
             settings,

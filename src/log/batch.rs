@@ -354,6 +354,12 @@ impl ValidatedBatch {
         [&self.prefix, &self.bytes[PATCHED_PREFIX..]]
     }
 
+    /// The original bytes (without the prefix the log patches: base offset and leader epoch
+    /// are assigned when it is appended).
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
     /// The batch as it is written, in one buffer (copies; for tests and tools).
     pub fn to_bytes(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.len());

@@ -1058,6 +1058,26 @@ impl PartitionLog {
         Ok((doomed.len(), bytes))
     }
 
+    /// Bytes available to unprivileged writers on the file system holding the log.
+    pub fn free_bytes(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|e| LogError::io(&self.dir, std::io::Error::other(e)))?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a valid NUL-terminated string and `stat` points to writable memory
+        // of the right type; statvfs only writes to it, and we read it only after it succeeded.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(LogError::io(&self.dir, std::io::Error::last_os_error()));
+        }
+        // SAFETY: statvfs returned 0, so it initialised `stat`.
+        let stat = unsafe { stat.assume_init() };
+        // The field types differ between platforms (u32 on some 32-bit targets).
+        #[allow(clippy::unnecessary_cast)]
+        let (blocks, block_size) = (stat.f_bavail as u64, stat.f_frsize as u64);
+        Ok(blocks.saturating_mul(block_size))
+    }
+
     /// Empties the log and makes it start (and end) at `offset`, which may lie beyond the
     /// current end: used when a Raft snapshot replaces everything this replica had. Durable when
     /// it returns.

@@ -376,8 +376,21 @@ where
             .collect()
     }
 
-    fn append_now(&self, entries: Vec<C::Entry>) -> Result<(), RaftLogError> {
-        let mut located = Vec::with_capacity(entries.len());
+    /// Appends `entries`; on failure also returns the entries not written (a failed append
+    /// writes nothing of its group).
+    fn append_now(&self, entries: Vec<C::Entry>) -> Result<(), (RaftLogError, Vec<C::Entry>)> {
+        let mut entries = entries;
+        match self.append_groups(&entries) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let last = self.shared.last().map(|l| l.index);
+                entries.retain(|en| last.is_none_or(|l| en.log_id.index > l));
+                Err((e, entries))
+            }
+        }
+    }
+
+    fn append_groups(&self, entries: &[C::Entry]) -> Result<(), RaftLogError> {
         let mut expected = self.shared.last().map(|l| l.index + 1);
         let mut i = 0;
         while i < entries.len() {
@@ -399,27 +412,25 @@ where
                 j += 1;
             }
             self.shared.log.append(&mut batches, term as i32)?;
+            let mut window = self.shared.window.lock();
             for b in &batches {
                 if let Some(at) = Located::from_header(b.header()) {
-                    located.push(at);
+                    if window
+                        .entries
+                        .back()
+                        .is_some_and(|b| b.index + 1 != at.index)
+                    {
+                        window.entries.clear();
+                    }
+                    window.entries.push_back(at);
+                    window.last = Some(at);
                 }
             }
-            i = j;
-        }
-        let mut window = self.shared.window.lock();
-        for at in located {
-            if window
-                .entries
-                .back()
-                .is_some_and(|b| b.index + 1 != at.index)
-            {
-                window.entries.clear();
+            while window.entries.len() > WINDOW {
+                window.entries.pop_front();
             }
-            window.entries.push_back(at);
-            window.last = Some(at);
-        }
-        while window.entries.len() > WINDOW {
-            window.entries.pop_front();
+            drop(window);
+            i = j;
         }
         Ok(())
     }
@@ -509,7 +520,22 @@ where
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        self.append_now(entries).map_err(io_err)?;
+        // A full disk is not fatal: the entries are retried (skipping those already written)
+        // until space returns or the log closes. Producers are refused up front meanwhile (see
+        // `broker::Partition::submit`), so only a request racing that check waits here.
+        let mut entries = entries;
+        loop {
+            match self.append_now(std::mem::take(&mut entries)) {
+                Ok(()) => break,
+                Err((RaftLogError::Log(e), rest)) if e.is_disk_full() => {
+                    tracing::warn!(dir = %self.shared.log.dir().display(),
+                        "disk full: Raft append waits for space");
+                    entries = rest;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err((e, _)) => return Err(io_err(e)),
+            }
+        }
         match self.shared.fsync {
             FsyncPolicy::Always => self
                 .shared

@@ -83,7 +83,10 @@ pub struct PartitionStateMachine {
     shared: Arc<LogShared>,
     applied: Arc<Mutex<Applied>>,
     checkpoint_path: PathBuf,
-    high_watermark: Arc<watch::Sender<u64>>,
+    /// The high watermark (`None` once closed: watchers then see the channel end).
+    high_watermark: Arc<Mutex<Option<watch::Sender<u64>>>>,
+    /// Its last value (still readable after close).
+    last_high_watermark: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -135,18 +138,44 @@ impl PartitionStateMachine {
                 snapshots_built: 0,
             })),
             checkpoint_path,
-            high_watermark: Arc::new(watch::channel(high_watermark).0),
+            high_watermark: Arc::new(Mutex::new(Some(watch::channel(high_watermark).0))),
+            last_high_watermark: Arc::new(std::sync::atomic::AtomicU64::new(high_watermark)),
         })
     }
 
-    /// Watches the high watermark (offset after the last applied entry).
+    /// Watches the high watermark (offset after the last applied entry). The channel ends
+    /// when the replica closes.
     pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
-        self.high_watermark.subscribe()
+        match self.high_watermark.lock().as_ref() {
+            Some(tx) => tx.subscribe(),
+            // Closed: a receiver whose sender is already gone.
+            None => watch::channel(self.high_watermark()).1,
+        }
     }
 
     /// The high watermark.
     pub fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
+        self.last_high_watermark
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends every watch of the high watermark (the replica is closing or deleted).
+    pub fn close_watchers(&self) {
+        self.high_watermark.lock().take();
+    }
+
+    fn advance_high_watermark(&self, to: u64, exact: bool) {
+        let guard = self.high_watermark.lock();
+        let now = self.high_watermark();
+        let next = if exact { to } else { now.max(to) };
+        if next == now {
+            return;
+        }
+        self.last_high_watermark
+            .store(next, std::sync::atomic::Ordering::Release);
+        if let Some(tx) = guard.as_ref() {
+            tx.send_replace(next);
+        }
     }
 
     /// Writes the checkpoint now (on close, and before anything relies on it).
@@ -292,11 +321,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             return Ok(replies);
         };
         if let Some(end) = self.shared.locate(last.index).map_err(sm_err)? {
-            self.high_watermark.send_if_modified(|hw| {
-                let moved = end.next_offset > *hw;
-                *hw = (*hw).max(end.next_offset);
-                moved
-            });
+            self.advance_high_watermark(end.next_offset, false);
         }
         let due = {
             let mut applied = self.applied.lock();
@@ -351,7 +376,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             }
             self.shared.reset(snapshot.next_offset).map_err(sm_err)?;
         }
-        self.high_watermark.send_replace(snapshot.next_offset);
+        self.advance_high_watermark(snapshot.next_offset, true);
         {
             let mut applied = self.applied.lock();
             applied.last_applied = meta.last_log_id;

@@ -17,10 +17,12 @@ pub use status::{ERROR_DOMAIN, to_status};
 
 use crate::broker::{Broker, BrokerError};
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::raft_service_server::RaftServiceServer;
 use crate::proto::v1::{
     consume_service_server::ConsumeServiceServer, metadata_service_server::MetadataServiceServer,
     produce_service_server::ProduceServiceServer, topic_service_server::TopicServiceServer,
 };
+use crate::raft::RaftRpcService;
 
 /// tonic refuses requests above this multiple of `max_request_bytes` on its own (with
 /// OUT_OF_RANGE, before our handlers see them); between 1x and this, our handlers answer
@@ -62,11 +64,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let address = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    broker.set_address(address.clone());
+    let address = broker.address();
     tracing::info!(%address, "serving gRPC");
 
     let (signalled, mut signal_seen) = tokio::sync::watch::channel(false);
@@ -100,6 +98,11 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MetadataServiceServer::new(api))
+        .add_service(
+            RaftServiceServer::new(RaftRpcService::new(broker.raft_groups()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
         .serve_with_incoming_shutdown(incoming, stopping);
     // Graceful shutdown waits for every connection; a client that never reads (or holds a
     // health Watch open) must not hold the broker forever.

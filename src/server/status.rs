@@ -70,6 +70,25 @@ pub fn to_status(error: BrokerError) -> Status {
             Code::Unavailable,
             ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
         ),
+        BrokerError::NotLeader {
+            group,
+            leader_id,
+            leader_addr,
+            ..
+        } => {
+            let mut metadata = vec![("group", group.clone())];
+            if let Some(id) = leader_id {
+                metadata.push(("leader_id", id.to_string()));
+            }
+            if let Some(addr) = leader_addr {
+                metadata.push(("leader_addr", addr.clone()));
+            }
+            (Code::FailedPrecondition, info("NOT_LEADER", &metadata))
+        }
+        BrokerError::Unavailable(_) => (
+            Code::Unavailable,
+            ErrorDetails::with_retry_info(Some(Duration::from_millis(200))),
+        ),
         BrokerError::DataDirLocked(_) | BrokerError::Io { .. } => {
             (Code::Internal, info("BROKER_IO_ERROR", &[]))
         }

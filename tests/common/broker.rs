@@ -138,3 +138,65 @@ pub fn cli(addr: &str, args: &[&str], stdin: &str) -> Output {
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Every record of `partition` from offset 0 up to the high watermark of the first fetch (control batches skipped).
+pub async fn read_partition(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+) -> Vec<logbook::log::Record> {
+    let first = client
+        .consume(topic, partition, 0, 1 << 20, Duration::ZERO)
+        .await
+        .unwrap();
+    let high = first.high_watermark;
+    let mut offset = first.next_offset;
+    let mut out = first.records;
+    while offset < high {
+        let fetched = client
+            .consume(topic, partition, offset, 1 << 20, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(fetched.next_offset > offset, "reads must make progress");
+        offset = fetched.next_offset;
+        out.extend(fetched.records);
+    }
+    out.retain(|r| r.offset < high);
+    out
+}
+
+/// `(offset, value as UTF-8)` of records.
+pub fn offsets_and_values(records: &[logbook::log::Record]) -> Vec<(u64, String)> {
+    records
+        .iter()
+        .map(|r| {
+            let value = r.value.as_deref().unwrap_or_default();
+            (r.offset, String::from_utf8(value.to_vec()).unwrap())
+        })
+        .collect()
+}
+
+/// Asserts that an acknowledgement covers `count` contiguous offsets.
+pub fn assert_contiguous(ack: &logbook::proto::v1::ProduceResponse, count: u64) {
+    assert!(
+        ack.last_offset >= ack.base_offset && ack.last_offset - ack.base_offset + 1 == count,
+        "an ack of {count} record(s) spans contiguous offsets: {ack:?}"
+    );
+}
+
+/// Runs `logbook consume --format json` with `args` and parses one JSON object per line.
+pub fn consume_json(addr: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["consume", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = cli(addr, &all, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
