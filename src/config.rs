@@ -62,6 +62,26 @@ pub struct BrokerConfig {
     pub delete_retention_ms: u64,
     /// How often retention and compaction run.
     pub maintenance_interval_ms: u64,
+    /// Address peers and clients reach this node's gRPC server at ("": the bound listen address).
+    pub advertise_addr: String,
+    /// Address gossip (serf: UDP and TCP) binds to (port 0 picks a free port).
+    pub gossip_addr: SocketAddr,
+    /// Address other nodes reach this node's gossip at ("": the bound gossip address).
+    pub gossip_advertise_addr: String,
+    /// Gossip seeds to join, `host:port` (DNS names allowed); retried until one answers.
+    pub join: Vec<String>,
+    /// The cluster forms once this many nodes have found each other by gossip.
+    pub bootstrap_expect: u32,
+    /// Shared gossip encryption key, hex (16, 24 or 32 bytes); "" for none.
+    pub gossip_key: String,
+    /// Replicas of each partition of a new topic (capped by the number of nodes).
+    pub replication_factor: u32,
+    /// How long gossip must report a node failed before its replicas are moved.
+    pub dead_node_grace_ms: u64,
+    /// Raft heartbeat interval of every group.
+    pub raft_heartbeat_ms: u64,
+    /// Shortest Raft election timeout (the longest is twice this).
+    pub raft_election_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -82,6 +102,16 @@ impl Default for BrokerConfig {
             cleanup_policy: log.cleanup_policy,
             delete_retention_ms: log.delete_retention_ms,
             maintenance_interval_ms: 30_000,
+            advertise_addr: String::new(),
+            gossip_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            gossip_advertise_addr: String::new(),
+            join: Vec::new(),
+            bootstrap_expect: 1,
+            gossip_key: String::new(),
+            replication_factor: 3,
+            dead_node_grace_ms: 30_000,
+            raft_heartbeat_ms: 250,
+            raft_election_timeout_ms: 1000,
         }
     }
 }
@@ -139,6 +169,15 @@ impl BrokerConfig {
                 self.max_request_bytes, self.max_batch_bytes
             )));
         }
+        if self.bootstrap_expect == 0 || self.replication_factor == 0 {
+            return Err(ConfigError::Invalid(
+                "bootstrap_expect and replication_factor must be at least 1".into(),
+            ));
+        }
+        self.gossip_key().map_err(ConfigError::Invalid)?;
+        self.raft_timing()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.maintenance_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "maintenance_interval_ms must be > 0".into(),
@@ -162,6 +201,33 @@ impl BrokerConfig {
         };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
+    }
+
+    /// The gossip encryption key, decoded from hex.
+    pub fn gossip_key(&self) -> Result<Option<Vec<u8>>, String> {
+        let hex = self.gossip_key.trim();
+        if hex.is_empty() {
+            return Ok(None);
+        }
+        let bad =
+            || "gossip_key must be 32, 48 or 64 hex digits (a 16, 24 or 32 byte key)".to_string();
+        if !matches!(hex.len(), 32 | 48 | 64) {
+            return Err(bad());
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+            .collect::<Result<Vec<u8>, String>>()
+            .map(Some)
+    }
+
+    /// Raft timing of every group.
+    pub fn raft_timing(&self) -> crate::raft::RaftTiming {
+        crate::raft::RaftTiming {
+            heartbeat_ms: self.raft_heartbeat_ms,
+            election_timeout_min_ms: self.raft_election_timeout_ms,
+            election_timeout_max_ms: self.raft_election_timeout_ms * 2,
+        }
     }
 
     /// The effective configuration as TOML (what `logbook config` prints).
@@ -234,6 +300,42 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_interval_ms: Option<u64>,
+    /// Address peers and clients reach this node at [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    /// Gossip bind address [default: 127.0.0.1:0]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_addr: Option<SocketAddr>,
+    /// Address other nodes reach this node's gossip at [default: the bound gossip address]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_advertise_addr: Option<String>,
+    /// Gossip seeds, comma-separated host:port [default: none]
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<Vec<String>>,
+    /// Nodes that must gossip before the cluster forms [default: 1]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_expect: Option<u32>,
+    /// Replicas per partition of new topics [default: 3, capped by the cluster size]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u32>,
+    /// How long a failed node is waited for before its replicas move, ms [default: 30000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_node_grace_ms: Option<u64>,
+    /// Raft heartbeat interval, ms [default: 250]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Shortest Raft election timeout, ms (the longest is twice this) [default: 1000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_election_timeout_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ fn serve(flags: ConfigFlags) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr()?;
         let groups = Arc::new(logbook::raft::RaftGroups::default());
-        let broker = Arc::new(Broker::open(config, local.to_string(), groups).await?);
+        let broker = Broker::open(config, local.to_string(), groups).await?;
         // The readiness line scripts and tests wait for.
         println!("logbook listening on {local}");
         std::io::stdout().flush()?;

@@ -78,7 +78,7 @@ impl
     > {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = Arc::new(PartitionLog::open(dir.path(), LogConfig::default()).expect("open log"));
-        let store = LogStore::open(log, FsyncPolicy::Always).expect("open raft log");
+        let store = LogStore::open_with(log, FsyncPolicy::Always, true).expect("open raft log");
         Ok((dir, store, logbook::cluster::MetaStateMachine::default()))
     }
 }

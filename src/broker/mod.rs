@@ -2,6 +2,7 @@
 //! expose, independent of gRPC. (With the cluster issue, a partition becomes a Raft group.)
 
 mod identity;
+pub mod node;
 mod topic;
 
 use std::collections::BTreeMap;
@@ -15,11 +16,18 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 pub use identity::NodeIdentity;
-pub use topic::{Partition, PendingAppend, RaftContext, Topic, TopicSettings, validate_topic_name};
+pub use topic::{Partition, PendingAppend, RaftContext, TopicSettings, validate_topic_name};
 
-use crate::config::BrokerConfig;
-use crate::log::{LogConfig, LogError, NewRecord, ValidatedBatch, encode_batch, now_ms};
-use crate::raft::{Channels, RaftGroups, RaftTiming};
+use crate::cluster::membership::{Membership, SerfMembership};
+use crate::cluster::{
+    ClusterMetadata, MetaCommand, MetaRaftHandle, MetaResponse, MetaStateMachine, TopicMeta,
+    place_replicas,
+};
+use crate::config::{BrokerConfig, MAX_PARTITIONS};
+use crate::log::{
+    LogConfig, LogError, NewRecord, PartitionLog, ValidatedBatch, encode_batch, now_ms,
+};
+use crate::raft::{Channels, RaftGroups};
 use openraft::error::ClientWriteError;
 
 /// Default byte budget of a read.
@@ -189,12 +197,16 @@ pub struct Consumed {
 pub struct PartitionStatus {
     /// Partition number.
     pub partition: u32,
-    /// Lowest readable offset.
+    /// Lowest readable offset (on this node's replica; 0 if it has none).
     pub log_start_offset: u64,
-    /// Offset after the last acknowledged record.
+    /// Offset after the last committed record (on this node's replica; 0 if it has none).
     pub high_watermark: u64,
-    /// Bytes on disk.
+    /// Bytes on disk (of this node's replica; 0 if it has none).
     pub size_bytes: u64,
+    /// The partition's leader, if known.
+    pub leader_id: Option<u64>,
+    /// Its replicas.
+    pub replicas: Vec<u64>,
 }
 
 /// A topic as described to clients.
@@ -210,8 +222,8 @@ pub struct TopicStatus {
     pub partitions: Vec<PartitionStatus>,
 }
 
-/// The broker of one node.
-#[derive(Debug)]
+/// The broker of one node: its replicas of partitions (each a Raft group), its member of the
+/// metadata group, and its gossip membership. See [`node`] for how a cluster forms and is kept.
 pub struct Broker {
     /// Its configuration.
     config: BrokerConfig,
@@ -221,30 +233,54 @@ pub struct Broker {
     identity: NodeIdentity,
     /// `<data_dir>/topics`.
     topics_dir: PathBuf,
-    /// Open topics by name.
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic creation and deletion (file I/O) without blocking lookups.
+    /// This node's replicas, by group name (`topic/partition`).
+    replicas: RwLock<BTreeMap<String, Arc<Partition>>>,
+    /// Next partition per topic for keyless records produced without a partition.
+    round_robin: parking_lot::Mutex<BTreeMap<String, u32>>,
+    /// The metadata group.
+    meta: MetaRaftHandle,
+    /// Its state machine (the metadata, locally).
+    meta_state: MetaStateMachine,
+    /// Its log.
+    meta_log: Arc<PartitionLog>,
+    /// Gossip membership.
+    gossip: Arc<SerfMembership>,
+    /// Serialises opening and closing replicas.
     admin: tokio::sync::Mutex<()>,
     /// Address clients and peers reach this node at.
     address: String,
     /// What partitions need to run their Raft groups.
     raft: RaftContext,
-    /// Flips to true when the broker shuts down; streams end on it.
+    /// Flips to true when the broker shuts down; streams and background tasks end on it.
     shutdown: watch::Sender<bool>,
+    /// Background tasks (formation, controller, replica reconciler, leader reports).
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Exclusive lock on the data directory, held while the broker lives.
     _lock: fs::File,
 }
 
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.identity.node_id)
+            .field("address", &self.address)
+            .field("replicas", &self.replicas.read().len())
+            .finish()
+    }
+}
+
 impl Broker {
-    /// Opens the data directory (creating it), locks it, loads the node identity and opens
-    /// (recovering) every topic, starting its partitions' Raft groups. `address` is where
-    /// clients and peers reach this node's gRPC server; `groups` is what its Raft service
-    /// routes to.
+    /// Opens the data directory (creating it), locks it, loads the node identity, starts the
+    /// metadata group and gossip, and starts the background tasks that form the cluster and
+    /// open this node's replicas. `address` is where clients and peers reach this node's gRPC
+    /// server; `groups` is what its Raft service routes to. A standalone node
+    /// (`bootstrap_expect = 1`, no seeds) is ready when this returns; a cluster node becomes
+    /// ready once its peers are found.
     pub async fn open(
         config: BrokerConfig,
         address: String,
         groups: Arc<RaftGroups>,
-    ) -> Result<Self, BrokerError> {
+    ) -> Result<Arc<Self>, BrokerError> {
         let log_defaults = config
             .log_config()
             .map_err(|reason| BrokerError::InvalidArgument {
@@ -266,46 +302,52 @@ impl Broker {
             fs::remove_dir_all(&trash_dir).map_err(|e| BrokerError::io(&trash_dir, e))?;
         }
         fs::create_dir_all(&trash_dir).map_err(|e| BrokerError::io(&trash_dir, e))?;
-        let every = Duration::from_millis(config.maintenance_interval_ms);
+        let address = if config.advertise_addr.is_empty() {
+            address
+        } else {
+            config.advertise_addr.clone()
+        };
         let raft = RaftContext {
             node_id: identity.node_id,
             address: address.clone(),
             channels: Arc::new(Channels::default()),
             groups,
-            timing: RaftTiming::default(),
+            timing: config.raft_timing(),
         };
-        let mut topics = BTreeMap::new();
-        for entry in fs::read_dir(&topics_dir).map_err(|e| BrokerError::io(&topics_dir, e))? {
-            let entry = entry.map_err(|e| BrokerError::io(&topics_dir, e))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !path.is_dir() {
-                continue;
-            }
-            match Topic::open(&path, &log_defaults, every, &raft).await? {
-                Some(topic) => {
-                    topics.insert(name, Arc::new(topic));
-                }
-                None => {
-                    tracing::warn!(dir = %path.display(), "removing an unfinished topic creation");
-                    fs::remove_dir_all(&path).map_err(|e| BrokerError::io(&path, e))?;
-                }
-            }
-        }
-        tracing::info!(node_id = identity.node_id, cluster_id = %identity.cluster_id,
-            topics = topics.len(), data_dir = %data_dir.display(), "broker opened");
-        Ok(Broker {
+        let (meta, meta_state, meta_log) = node::open_meta_group(&data_dir, &raft).await?;
+        let gossip = node::start_gossip(&config, identity.node_id, &address).await?;
+        let broker = Arc::new(Broker {
             config,
             log_defaults,
             identity,
             topics_dir,
-            topics: RwLock::new(topics),
+            replicas: RwLock::new(BTreeMap::new()),
+            round_robin: parking_lot::Mutex::new(BTreeMap::new()),
+            meta,
+            meta_state,
+            meta_log,
+            gossip,
             admin: tokio::sync::Mutex::new(()),
             address,
             raft,
             shutdown: watch::channel(false).0,
+            tasks: parking_lot::Mutex::new(Vec::new()),
             _lock: lock,
-        })
+        });
+        let proposer: Arc<dyn crate::raft::MetaProposer> = broker.clone();
+        broker.raft.groups.set_proposer(Arc::downgrade(&proposer));
+        node::spawn_tasks(&broker);
+        if broker.is_standalone() {
+            node::wait_standalone_ready(&broker).await?;
+        }
+        tracing::info!(node_id = broker.identity.node_id, address = %broker.address,
+            data_dir = %broker.config.data_dir.display(), "broker opened");
+        Ok(broker)
+    }
+
+    /// A single node with nobody to find: `bootstrap_expect = 1` and no seeds.
+    pub fn is_standalone(&self) -> bool {
+        self.config.bootstrap_expect <= 1 && self.config.join.is_empty()
     }
 
     /// The configuration the broker runs with.
@@ -328,26 +370,80 @@ impl Broker {
         self.address.clone()
     }
 
+    /// The cluster metadata as this node knows it.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.meta_state.current()
+    }
+
+    /// The gossip membership.
+    pub fn gossip(&self) -> &Arc<SerfMembership> {
+        &self.gossip
+    }
+
+    /// The metadata group.
+    pub fn meta_raft(&self) -> &MetaRaftHandle {
+        &self.meta
+    }
+
     /// Resolves when the broker starts shutting down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
-    /// The topic called `name`.
-    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
-        self.topics
-            .read()
+    /// Settings and partition count of topic `name`.
+    pub fn topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+        self.metadata()
+            .topics
             .get(name)
             .cloned()
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
     }
 
-    /// Partition `index` of topic `name`.
+    /// This node's replica of partition `index` of topic `name`. A partition this node holds
+    /// no replica of is `NotLeader` with a hint to its leader.
     pub fn partition(&self, name: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
-        self.topic(name)?.partition(index).cloned()
+        let topic = self.topic(name)?;
+        let count = topic.replicas.len() as u32;
+        if index >= count {
+            return Err(BrokerError::UnknownPartition {
+                topic: name.to_string(),
+                partition: index,
+                partitions: count,
+            });
+        }
+        let group = crate::raft::partition_group(name, index);
+        if let Some(p) = self.replicas.read().get(&group) {
+            return Ok(p.clone());
+        }
+        let metadata = self.metadata();
+        let leader_id = metadata.leaders.get(&group).copied().or_else(|| {
+            topic
+                .replicas
+                .get(index as usize)
+                .and_then(|r| r.first().copied())
+        });
+        let replicas = topic
+            .replicas
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_default();
+        if replicas.contains(&self.identity.node_id) {
+            // Assigned here but not open yet (just created, or catching up).
+            return Err(BrokerError::Unavailable(format!(
+                "{group} is not open on this node yet"
+            )));
+        }
+        Err(BrokerError::NotLeader {
+            leader_addr: leader_id.and_then(|id| metadata.nodes.get(&id).map(|n| n.addr.clone())),
+            group,
+            node_id: self.identity.node_id,
+            leader_id,
+        })
     }
 
-    /// Creates a topic (`settings.partitions == 0` takes the default count).
+    /// Creates a topic (`settings.partitions == 0` takes the default count): its replicas are
+    /// placed on the cluster's nodes, the metadata group records it, and this returns once
+    /// every partition has a leader.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -357,75 +453,110 @@ impl Broker {
         if settings.partitions == 0 {
             settings.partitions = self.config.default_partitions;
         }
-        let _admin = self.admin.lock().await;
-        if self.topics.read().contains_key(name) {
+        if !(1..=MAX_PARTITIONS).contains(&settings.partitions) {
+            return Err(BrokerError::InvalidArgument {
+                field: "partitions",
+                reason: format!(
+                    "{} partitions: a topic has 1 to {MAX_PARTITIONS}",
+                    settings.partitions
+                ),
+            });
+        }
+        settings.log_config(&self.log_defaults)?;
+        let metadata = self.metadata();
+        if metadata.topics.contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
-        let (dir, defaults, name_owned) = (
-            self.topics_dir.clone(),
-            self.log_defaults.clone(),
-            name.to_string(),
+        let nodes: Vec<u64> = metadata.nodes.keys().copied().collect();
+        if nodes.is_empty() {
+            return Err(BrokerError::Unavailable(
+                "the cluster has not formed yet (no nodes in the metadata)".into(),
+            ));
+        }
+        let replicas = place_replicas(
+            &metadata,
+            &nodes,
+            settings.partitions,
+            self.config.replication_factor as usize,
         );
-        let every = Duration::from_millis(self.config.maintenance_interval_ms);
-        let topic =
-            Topic::create(&dir, &name_owned, settings, &defaults, every, &self.raft).await?;
-        let topic = Arc::new(topic);
-        self.topics.write().insert(name.to_string(), topic.clone());
-        tracing::info!(
-            topic = name,
-            partitions = topic.partitions.len(),
-            "topic created"
-        );
-        describe(&topic).await
+        let command = MetaCommand::CreateTopic {
+            name: name.to_string(),
+            settings,
+            replicas,
+        };
+        match self.propose(command).await? {
+            MetaResponse::Ok => {}
+            MetaResponse::Refused(_) => return Err(BrokerError::TopicExists(name.to_string())),
+        }
+        node::wait_topic_ready(self, name, node::READY_WAIT).await?;
+        tracing::info!(topic = name, "topic created");
+        self.describe_topic(name).await
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic: the metadata group records it and every node removes its replicas.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        let _admin = self.admin.lock().await;
-        let topic = self
-            .topics
-            .write()
-            .remove(name)
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-        // Closed before the move: a partition writes new segment files by path.
-        topic.close().await?;
-        let doomed =
-            self.config
-                .data_dir
-                .join("trash")
-                .join(format!("{}-{}", now_ms(), fastrand::u32(..)));
-        let (source, topics_dir) = (topic.dir.clone(), self.topics_dir.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
-            // The rename is the commit point: after it the topic is gone even across a crash.
-            fs::rename(&source, &doomed).map_err(|e| BrokerError::io(&source, e))?;
-            fs::File::open(&topics_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| BrokerError::io(&topics_dir, e))?;
-            fs::remove_dir_all(&doomed).map_err(|e| BrokerError::io(&doomed, e))
-        })
-        .await
-        .map_err(|e| BrokerError::io(&self.topics_dir, std::io::Error::other(e)))??;
+        self.topic(name)?;
+        match self
+            .propose(MetaCommand::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            MetaResponse::Ok => {}
+            MetaResponse::Refused(_) => return Err(BrokerError::UnknownTopic(name.to_string())),
+        }
+        // This node's replicas go now (the reconciler would remove them shortly anyway), so
+        // the topic is gone here when the call returns.
+        node::remove_topic_replicas(self, name).await?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
 
     /// Topic names and partition counts.
     pub fn list_topics(&self) -> Vec<(String, u32)> {
-        self.topics
-            .read()
-            .values()
-            .map(|t| (t.name.clone(), t.partitions.len() as u32))
+        self.metadata()
+            .topics
+            .iter()
+            .map(|(name, t)| (name.clone(), t.replicas.len() as u32))
             .collect()
     }
 
-    /// Settings and per-partition state of a topic.
+    /// Settings and per-partition state of a topic (offsets and sizes of this node's replicas).
     pub async fn describe_topic(&self, name: &str) -> Result<TopicStatus, BrokerError> {
-        describe(&self.topic(name)?).await
-    }
-
-    /// Every topic, in name order (for metadata).
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().values().cloned().collect()
+        let topic = self.topic(name)?;
+        let metadata = self.metadata();
+        let log_config = topic.settings.log_config(&self.log_defaults)?;
+        let mut partitions = Vec::with_capacity(topic.replicas.len());
+        for (i, replicas) in topic.replicas.iter().enumerate() {
+            let group = crate::raft::partition_group(name, i as u32);
+            let local = self.replicas.read().get(&group).cloned();
+            let mut status = PartitionStatus {
+                partition: i as u32,
+                log_start_offset: 0,
+                high_watermark: 0,
+                size_bytes: 0,
+                leader_id: metadata.leaders.get(&group).copied(),
+                replicas: replicas.clone(),
+            };
+            if let Some(p) = local {
+                let log = p.log().clone();
+                status.log_start_offset = log.log_start_offset();
+                status.high_watermark = p.high_watermark();
+                status.size_bytes = tokio::task::spawn_blocking(move || log.size_bytes())
+                    .await
+                    .map_err(|e| BrokerError::io(&self.topics_dir, std::io::Error::other(e)))??;
+                if let Some(leader) = p.current_leader() {
+                    status.leader_id = Some(leader);
+                }
+            }
+            partitions.push(status);
+        }
+        Ok(TopicStatus {
+            name: name.to_string(),
+            settings: topic.settings,
+            log_config,
+            partitions,
+        })
     }
 
     /// Appends records to a partition (chosen by key if not given) and waits until they are
@@ -442,17 +573,21 @@ impl Broker {
             .await
     }
 
-    /// Validates records and queues them on their partition, returning once queued: records
-    /// submitted one after another keep that order in the log, while their acknowledgements
-    /// can be awaited together (how a produce stream pipelines).
+    /// Validates records and hands them to their partition's Raft leader, returning once
+    /// queued: records submitted one after another keep that order in the log, while their
+    /// acknowledgements can be awaited together (how a produce stream pipelines).
     pub async fn submit_produce(
         &self,
         topic: &str,
         partition: Option<u32>,
         payload: ProducePayload,
     ) -> Result<PendingProduce, BrokerError> {
-        let topic = self.topic(topic)?;
-        let max = topic.log_config.max_batch_bytes as usize;
+        let meta = self.topic(topic)?;
+        let count = meta.replicas.len() as u32;
+        let max = meta
+            .settings
+            .log_config(&self.log_defaults)?
+            .max_batch_bytes as usize;
         let (batch, keys_partition) = match payload {
             ProducePayload::Records(mut records) => {
                 if records.is_empty() {
@@ -466,7 +601,7 @@ impl Broker {
                 }
                 let keys = match partition {
                     Some(_) => None,
-                    None => key_partition(&topic, records.iter().map(|r| r.key.as_deref()))?,
+                    None => key_partition(count, records.iter().map(|r| r.key.as_deref()))?,
                 };
                 let bytes = encode_batch(&records).map_err(LogError::from)?;
                 (ValidatedBatch::new(bytes.freeze(), max)?, keys)
@@ -489,7 +624,7 @@ impl Broker {
                         .map(|r| r.map(|r| r.key))
                         .collect::<Result<_, _>>()
                         .map_err(LogError::from)?;
-                    key_partition(&topic, keys.iter().map(|k| k.as_deref()))?
+                    key_partition(count, keys.iter().map(|k| k.as_deref()))?
                 } else {
                     None
                 };
@@ -499,12 +634,18 @@ impl Broker {
         let index = match (partition, keys_partition) {
             (Some(p), _) => p,
             (None, Some(p)) => p,
-            (None, None) => topic.partition_for(None),
+            (None, None) => {
+                let mut rr = self.round_robin.lock();
+                let next = rr.entry(topic.to_string()).or_insert(0);
+                let p = *next % count.max(1);
+                *next = next.wrapping_add(1);
+                p
+            }
         };
-        let pending = topic.partition(index)?.submit(batch).await?;
+        let pending = self.partition(topic, index)?.submit(batch).await?;
         Ok(PendingProduce {
             partition: index,
-            group: crate::raft::partition_group(&topic.name, index),
+            group: crate::raft::partition_group(topic, index),
             node_id: self.identity.node_id,
             pending,
         })
@@ -533,20 +674,45 @@ impl Broker {
         read(&partition, offset, max_bytes).await
     }
 
-    /// First step of shutting down: following streams and long polls end.
+    /// Proposes a metadata change, on this node if it leads the metadata group, else on the
+    /// leader (found through Raft, retried while an election runs).
+    pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, BrokerError> {
+        node::propose(self, command).await
+    }
+
+    /// First step of shutting down: following streams, long polls and background tasks end.
     pub fn stop_streams(&self) {
         self.shutdown.send_replace(true);
     }
 
-    /// Last step of shutting down (once in-flight requests are done): every partition finishes
-    /// its queued appends, syncs and closes cleanly.
+    /// Last step of shutting down (once in-flight requests are done): background tasks stop,
+    /// gossip says goodbye, every replica stops its Raft group and closes its log.
     pub async fn close(&self) -> Result<(), BrokerError> {
         self.stop_streams();
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Err(e) = self.gossip.leave().await {
+            tracing::warn!(error = %e, "gossip leave failed");
+        }
+        let replicas: Vec<Arc<Partition>> = {
+            let mut map = self.replicas.write();
+            std::mem::take(&mut *map).into_values().collect()
+        };
         let mut first = Ok(());
-        for topic in self.topics() {
-            if let Err(e) = topic.close().await {
+        for partition in replicas {
+            if let Err(e) = partition.close().await {
                 first = first.and(Err(e.into()));
             }
+        }
+        self.raft.groups.remove(crate::raft::META_GROUP);
+        if let Err(e) = self.meta.shutdown().await {
+            tracing::warn!(error = %e, "metadata group did not stop cleanly");
+        }
+        if let Err(e) = self.meta_log.close() {
+            first = first.and(Err(e.into()));
         }
         tracing::info!("broker closed");
         first
@@ -575,12 +741,12 @@ fn no_records() -> BrokerError {
 /// Keyed records that map to different partitions are refused: send them separately (the client
 /// library does) or name a partition.
 fn key_partition<'a>(
-    topic: &Topic,
+    count: u32,
     keys: impl Iterator<Item = Option<&'a [u8]>>,
 ) -> Result<Option<u32>, BrokerError> {
     let mut chosen = None;
     for key in keys.flatten() {
-        let p = topic.partition_for(Some(key));
+        let p = crate::client::partition_for_key(key, count);
         match chosen {
             None => chosen = Some(p),
             Some(c) if c != p => {
@@ -643,27 +809,4 @@ pub async fn read(
         log_start_offset: read.log_start_offset,
         high_watermark,
     })
-}
-
-async fn describe(topic: &Arc<Topic>) -> Result<TopicStatus, BrokerError> {
-    let topic = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for p in &topic.partitions {
-            partitions.push(PartitionStatus {
-                partition: p.index,
-                log_start_offset: p.log().log_start_offset(),
-                high_watermark: p.high_watermark(),
-                size_bytes: p.log().size_bytes()?,
-            });
-        }
-        Ok(TopicStatus {
-            name: topic.name.clone(),
-            settings: topic.settings.clone(),
-            log_config: topic.log_config.clone(),
-            partitions,
-        })
-    })
-    .await
-    .map_err(|e| BrokerError::io("topics", std::io::Error::other(e)))?
 }

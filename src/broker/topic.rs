@@ -1,16 +1,14 @@
-//! Topics and partitions on this node.
+//! Topic settings and the partition replicas on this node.
 //!
 //! ```text
-//! <data_dir>/topics/<topic>/topic.json   settings (written last: a directory without it is an
-//!                                        unfinished creation and is removed on start)
-//! <data_dir>/topics/<topic>/<partition>/ a PartitionLog
+//! <data_dir>/topics/<topic>/<partition>/ a replica: its PartitionLog, raft.json, applied.json
 //! ```
+//!
+//! Topics themselves (settings, replica assignments) live in the cluster metadata.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -18,20 +16,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::BrokerError;
-use super::identity::write_atomically;
-use crate::config::{MAX_PARTITIONS, limit};
+use crate::config::limit;
 use crate::log::{CleanupPolicy, LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch};
 use crate::raft::{
     Channels, LogStore, Node, NodeId, PartitionRaft, PartitionRaftHandle, PartitionStateMachine,
     PeerNetwork, RaftGroups, RaftTiming, RecordData,
 };
 
-/// Settings file of a topic.
-const TOPIC_FILE: &str = "topic.json";
 /// Free space kept beyond a batch and an index when appending (Raft state files, metadata).
 const DISK_RESERVE_BYTES: u64 = 256 << 10;
-/// How long opening a topic waits for its partitions to elect leaders.
-const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// Longest topic name (Kafka's limit).
 const MAX_NAME_LEN: usize = 249;
 
@@ -224,6 +217,16 @@ impl Partition {
         &self.raft
     }
 
+    /// Its Raft group's name (`topic/partition`).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The group's current leader as this replica knows it.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
     /// Waits until the group has a leader (this node or another), up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, BrokerError> {
         let mut metrics = self.raft.metrics();
@@ -295,188 +298,6 @@ impl Partition {
 /// A Raft error on a local group: the group is not available (shutting down or failed).
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
-}
-
-/// A topic and its open partitions.
-#[derive(Debug)]
-pub struct Topic {
-    /// Name.
-    pub name: String,
-    /// Persisted settings.
-    pub settings: TopicSettings,
-    /// Effective log settings of its partitions.
-    pub log_config: LogConfig,
-    /// Partitions, by number.
-    pub partitions: Vec<Arc<Partition>>,
-    /// Its directory.
-    pub dir: PathBuf,
-    /// Next partition for keyless records produced without a partition.
-    round_robin: AtomicU32,
-}
-
-impl Topic {
-    /// Creates the topic's directory, partitions and settings file (written last).
-    pub async fn create(
-        topics_dir: &Path,
-        name: &str,
-        settings: TopicSettings,
-        defaults: &LogConfig,
-        maintenance_every: Duration,
-        raft: &RaftContext,
-    ) -> Result<Self, BrokerError> {
-        validate_topic_name(name)?;
-        if !(1..=MAX_PARTITIONS).contains(&settings.partitions) {
-            return Err(BrokerError::InvalidArgument {
-                field: "partitions",
-                reason: format!(
-                    "{} partitions: a topic has 1 to {MAX_PARTITIONS}",
-                    settings.partitions
-                ),
-            });
-        }
-        let log_config = settings.log_config(defaults)?;
-        let dir = topics_dir.join(name);
-        // Leftovers of an unfinished creation (no settings file) are removed on start; an
-        // existing directory here means another topic's data: never reuse it.
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => BrokerError::TopicExists(name.to_string()),
-            _ => BrokerError::io(&dir, e),
-        })?;
-        let topic =
-            Self::open_partitions(name, settings, log_config, dir, maintenance_every, raft).await?;
-        let json = serde_json::to_vec_pretty(&topic.settings).unwrap_or_default();
-        write_atomically(&topic.dir.join(TOPIC_FILE), &json)?;
-        Ok(topic)
-    }
-
-    /// Opens an existing topic directory. `Ok(None)` if it has no settings file (an unfinished
-    /// creation).
-    pub async fn open(
-        dir: &Path,
-        defaults: &LogConfig,
-        maintenance_every: Duration,
-        raft: &RaftContext,
-    ) -> Result<Option<Self>, BrokerError> {
-        let path = dir.join(TOPIC_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BrokerError::io(&path, e)),
-        };
-        let settings: TopicSettings = serde_json::from_slice(&bytes).map_err(|e| {
-            BrokerError::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })?;
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let log_config = settings.log_config(defaults)?;
-        Self::open_partitions(
-            &name,
-            settings,
-            log_config,
-            dir.to_path_buf(),
-            maintenance_every,
-            raft,
-        )
-        .await
-        .map(Some)
-    }
-
-    async fn open_partitions(
-        name: &str,
-        settings: TopicSettings,
-        log_config: LogConfig,
-        dir: PathBuf,
-        maintenance_every: Duration,
-        raft: &RaftContext,
-    ) -> Result<Self, BrokerError> {
-        // A single node: every partition's group has this node as its only voter.
-        let voters = BTreeMap::from([(
-            raft.node_id,
-            Node {
-                addr: raft.address.clone(),
-            },
-        )]);
-        let mut partitions = Vec::with_capacity(settings.partitions as usize);
-        for i in 0..settings.partitions {
-            let partition = Partition::open(
-                &dir.join(i.to_string()),
-                crate::raft::partition_group(name, i),
-                i,
-                log_config.clone(),
-                maintenance_every,
-                raft,
-                voters.clone(),
-            )
-            .await;
-            match partition {
-                Ok(p) => partitions.push(Arc::new(p)),
-                Err(e) => {
-                    for p in &partitions {
-                        let _ = p.close().await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        // Ready when every partition has a leader (a single node elects itself at once).
-        let waits = partitions.iter().map(|p| p.wait_for_leader(LEADER_WAIT));
-        for waited in futures_util::future::join_all(waits).await {
-            if let Err(e) = waited {
-                for p in &partitions {
-                    let _ = p.close().await;
-                }
-                return Err(e);
-            }
-        }
-        Ok(Topic {
-            name: name.to_string(),
-            settings,
-            log_config,
-            partitions,
-            dir,
-            round_robin: AtomicU32::new(0),
-        })
-    }
-
-    /// Partition `index`, or `UnknownPartition`.
-    pub fn partition(&self, index: u32) -> Result<&Arc<Partition>, BrokerError> {
-        self.partitions
-            .get(index as usize)
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: self.name.clone(),
-                partition: index,
-                partitions: self.partitions.len() as u32,
-            })
-    }
-
-    /// The partition for records with `key` (Kafka's default partitioner: murmur2), or the next
-    /// one round-robin for keyless records.
-    pub fn partition_for(&self, key: Option<&[u8]>) -> u32 {
-        let count = self.partitions.len() as u32;
-        match key {
-            Some(key) => crate::client::partition_for_key(key, count),
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % count,
-        }
-    }
-
-    /// Closes every partition (all of them, even if one fails; the first error is returned).
-    pub async fn close(&self) -> Result<(), LogError> {
-        let mut first = Ok(());
-        for partition in &self.partitions {
-            if let Err(e) = partition.close().await {
-                tracing::error!(topic = %self.name, partition = partition.index, error = %e,
-                    "closing partition failed");
-                first = first.and(Err(e));
-            }
-        }
-        first
-    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,9 @@ where
         }
     };
     batch.stamp_raft_index(entry.log_id.index);
+    // The term travels in the leader epoch (the log stamps it again when appending).
+    let base = batch.header().base_offset;
+    batch.assign(base, entry.log_id.leader_id.term as i32);
     Ok(batch)
 }
 
@@ -213,9 +216,8 @@ mod tests {
             },
         ];
         for entry in entries {
-            let mut batch = entry_to_batch(&entry).unwrap();
-            batch.assign(100, entry.log_id.leader_id.term as i32);
-            let bytes = batch.to_bytes();
+            // As sent to a follower: no help from a log in between.
+            let bytes = entry_to_batch(&entry).unwrap().to_bytes();
             // The stamped batch still passes the full check (CRC recomputed).
             crate::log::check_batch(&bytes).unwrap();
             let back = batch_to_entry::<PartitionRaft>(bytes).unwrap();

@@ -103,6 +103,9 @@ struct PersistedState {
     has_vote: bool,
     /// Last purged log id, as (term, index).
     last_purged: Option<(u64, u64)>,
+    /// Last committed log id, as (term, index) (only for groups that persist it).
+    #[serde(default)]
+    committed: Option<(u64, u64)>,
 }
 
 /// Recent entries: consecutive Raft indexes, the last one being the log's last entry.
@@ -128,6 +131,8 @@ pub struct LogShared {
     syncer: Syncer,
     /// When appends are acknowledged to Raft.
     fsync: FsyncPolicy,
+    /// Whether the committed log id is persisted (so a restart re-applies without a leader).
+    persist_committed: bool,
 }
 
 /// openraft's log storage (and log reader) for one replica. Cheap to clone.
@@ -156,6 +161,16 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 impl<C> LogStore<C> {
     /// Opens the Raft log of a replica whose commit log is `log`.
     pub fn open(log: Arc<PartitionLog>, fsync: FsyncPolicy) -> Result<Self, RaftLogError> {
+        Self::open_with(log, fsync, false)
+    }
+
+    /// [`LogStore::open`], also persisting the committed log id when `persist_committed` (for
+    /// the metadata group, whose state machine is rebuilt by re-applying its log on start).
+    pub fn open_with(
+        log: Arc<PartitionLog>,
+        fsync: FsyncPolicy,
+        persist_committed: bool,
+    ) -> Result<Self, RaftLogError> {
         let state_path = log.dir().join(RAFT_STATE_FILE);
         let persisted = match fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RaftLogError::State {
@@ -181,6 +196,7 @@ impl<C> LogStore<C> {
             window: Mutex::new(Window::default()),
             syncer,
             fsync,
+            persist_committed,
         });
         let last = shared.read_last()?;
         shared.window.lock().last = last;
@@ -504,6 +520,29 @@ where
         };
         vote.committed = state.vote_committed;
         Ok(Some(vote))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        if !self.shared.persist_committed {
+            return Ok(());
+        }
+        let mut state = self.shared.persisted.lock().clone();
+        state.committed = committed.map(|l| (l.leader_id.term, l.index));
+        self.shared.save_state(&state).map_err(io_err)?;
+        *self.shared.persisted.lock() = state;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
+        Ok(self
+            .shared
+            .persisted
+            .lock()
+            .committed
+            .map(|(term, index)| log_id(term, index)))
     }
 
     async fn append<I>(

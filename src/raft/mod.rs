@@ -29,7 +29,9 @@ use bytes::Bytes;
 
 pub use codec::{CONTROL_BLANK, CONTROL_MEMBERSHIP, StoredPayload};
 pub use log_store::{Located, LogShared, LogStore, RaftLogError};
-pub use network::{Channels, META_GROUP, PeerNetwork, RaftGroups, RaftRpcService, partition_group};
+pub use network::{
+    Channels, META_GROUP, MetaProposer, PeerNetwork, RaftGroups, RaftRpcService, partition_group,
+};
 pub use state_machine::{PartitionSnapshot, PartitionStateMachine, SnapshotSegment};
 
 /// Node ids are random 64-bit numbers chosen on first start (see `broker::NodeIdentity`).
@@ -96,6 +98,11 @@ impl Default for RaftTiming {
 }
 
 impl RaftTiming {
+    /// Checks the timing (heartbeats well inside the election timeout).
+    pub fn validate(&self) -> Result<(), String> {
+        self.config("check").map(|_| ())
+    }
+
     /// The openraft configuration for a group called `name`.
     pub fn config(&self, name: &str) -> Result<std::sync::Arc<openraft::Config>, String> {
         let config = openraft::Config {

@@ -193,7 +193,7 @@ fn append_response_from_pb(
 }
 
 /// A boxed future of a Raft RPC handler.
-type Handled<'a, T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send + 'a>>;
+pub type Handled<'a, T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send + 'a>>;
 
 /// One group's Raft, as the RPC server sees it.
 pub trait RaftEndpoint: Send + Sync + 'static {
@@ -265,10 +265,18 @@ where
     }
 }
 
+/// Proposes metadata changes on this node (when it leads the metadata group).
+pub trait MetaProposer: Send + Sync + 'static {
+    /// Applies the JSON command if this node leads the metadata group; `Ok(refusal)` where
+    /// the metadata refused it, `FAILED_PRECONDITION` if this node does not lead.
+    fn propose(&self, command_json: Bytes) -> Handled<'_, String>;
+}
+
 /// The Raft groups this node serves, by name.
 #[derive(Default)]
 pub struct RaftGroups {
     groups: RwLock<HashMap<String, Arc<dyn RaftEndpoint>>>,
+    proposer: RwLock<Option<std::sync::Weak<dyn MetaProposer>>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -288,6 +296,19 @@ impl RaftGroups {
     /// Unregisters a group.
     pub fn remove(&self, name: &str) {
         self.groups.write().remove(name);
+    }
+
+    /// Sets what handles metadata proposals from peers.
+    pub fn set_proposer(&self, proposer: std::sync::Weak<dyn MetaProposer>) {
+        *self.proposer.write() = Some(proposer);
+    }
+
+    fn proposer(&self) -> Result<Arc<dyn MetaProposer>, Status> {
+        self.proposer
+            .read()
+            .as_ref()
+            .and_then(|p| p.upgrade())
+            .ok_or_else(|| Status::unavailable("this node is not running the metadata group"))
     }
 
     fn get(&self, name: &str) -> Result<Arc<dyn RaftEndpoint>, Status> {
@@ -339,6 +360,15 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
         let req = request.into_inner();
         let group = self.groups.get(&req.group)?;
         group.install(req).await.map(Response::new)
+    }
+
+    async fn propose_meta(
+        &self,
+        request: Request<pb::MetaProposal>,
+    ) -> Result<Response<pb::MetaProposalResult>, Status> {
+        let proposer = self.groups.proposer()?;
+        let refused = proposer.propose(request.into_inner().command_json).await?;
+        Ok(Response::new(pb::MetaProposalResult { refused }))
     }
 
     async fn append_entries_batch(

@@ -71,7 +71,7 @@ fn unlimited(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| v as i64)
 }
 
-fn describe(status: TopicStatus, leader: u64) -> pb::TopicDescription {
+fn describe(status: TopicStatus) -> pb::TopicDescription {
     let c = &status.log_config;
     pb::TopicDescription {
         name: status.name,
@@ -91,7 +91,7 @@ fn describe(status: TopicStatus, leader: u64) -> pb::TopicDescription {
                 log_start_offset: p.log_start_offset,
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
-                leader_id: leader,
+                leader_id: p.leader_id.unwrap_or(0),
             })
             .collect(),
     }
@@ -226,7 +226,7 @@ impl TopicService for Api {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(to_status)?;
         Ok(Response::new(pb::CreateTopicResponse {
-            topic: Some(describe(status, self.broker.identity().node_id)),
+            topic: Some(describe(status)),
         }))
     }
 
@@ -266,7 +266,7 @@ impl TopicService for Api {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DescribeTopicResponse {
-            topic: Some(describe(status, self.broker.identity().node_id)),
+            topic: Some(describe(status)),
         }))
     }
 }
@@ -466,30 +466,40 @@ impl MetadataService for Api {
         &self,
         _request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
-        let node = self.broker.identity().node_id;
-        let mut leads = Vec::new();
+        let metadata = self.broker.metadata();
+        let mut leads: std::collections::BTreeMap<u64, Vec<pb::TopicPartition>> =
+            std::collections::BTreeMap::new();
         let mut partitions = Vec::new();
-        for topic in self.broker.topics() {
-            for p in &topic.partitions {
-                leads.push(pb::TopicPartition {
-                    topic: topic.name.clone(),
-                    partition: p.index,
-                });
+        for (name, topic) in &metadata.topics {
+            for (i, replicas) in topic.replicas.iter().enumerate() {
+                let group = crate::raft::partition_group(name, i as u32);
+                let leader = metadata.leaders.get(&group).copied();
+                if let Some(leader) = leader {
+                    leads.entry(leader).or_default().push(pb::TopicPartition {
+                        topic: name.clone(),
+                        partition: i as u32,
+                    });
+                }
                 partitions.push(pb::PartitionMetadata {
-                    topic: topic.name.clone(),
-                    partition: p.index,
-                    leader_id: node,
-                    replica_ids: vec![node],
+                    topic: name.clone(),
+                    partition: i as u32,
+                    leader_id: leader.unwrap_or(0),
+                    replica_ids: replicas.clone(),
                 });
             }
         }
+        let servers = metadata
+            .nodes
+            .iter()
+            .map(|(id, node)| pb::ServerInfo {
+                node_id: *id,
+                address: node.addr.clone(),
+                leads: leads.remove(id).unwrap_or_default(),
+            })
+            .collect();
         Ok(Response::new(pb::GetMetadataResponse {
-            cluster_id: self.broker.identity().cluster_id.clone(),
-            servers: vec![pb::ServerInfo {
-                node_id: node,
-                address: self.broker.address(),
-                leads,
-            }],
+            cluster_id: metadata.cluster_id.clone(),
+            servers,
             partitions,
         }))
     }

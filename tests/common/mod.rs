@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cluster;
 
 use bytes::{Bytes, BytesMut};
 use logbook::log::{
