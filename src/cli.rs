@@ -11,7 +11,9 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError, Start, partition_for_key, produce_request};
+use crate::client::{
+    Client, ClientError, ClusterClient, ReadFrom, Start, partition_for_key, produce_request,
+};
 use crate::log::{CleanupPolicy, NewRecord, Record, now_ms};
 use crate::proto::v1 as pb;
 
@@ -26,6 +28,25 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:7400"
     )]
     pub server: String,
+    /// Cluster nodes to discover the cluster through, comma-separated host:port (overrides
+    /// --server)
+    #[arg(long, global = true, env = "LOGBOOK_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Where consumes go: round-robin over the replicas, or the leader only
+    #[arg(long, global = true, value_enum, default_value_t = ReadFrom::Replicas)]
+    pub read_from: ReadFrom,
+}
+
+impl ServerArgs {
+    /// Connects to the cluster through `--bootstrap` (or `--server`).
+    pub async fn cluster(&self) -> Result<ClusterClient, ClientError> {
+        let seeds = if self.bootstrap.is_empty() {
+            vec![self.server.clone()]
+        } else {
+            self.bootstrap.clone()
+        };
+        ClusterClient::connect(&seeds, self.read_from).await
+    }
 }
 
 /// `logbook topic ...`
@@ -132,7 +153,7 @@ pub struct ConsumeArgs {
 
 /// `logbook topic ...`
 pub async fn topic(server: &ServerArgs, command: TopicCommand) -> Result<(), ClientError> {
-    let mut client = Client::connect(&server.server).await?;
+    let mut client = server.cluster().await?.any().await?;
     match command {
         TopicCommand::Create(args) => {
             let config = pb::TopicConfig {
@@ -219,25 +240,21 @@ struct Pending {
 
 /// `logbook produce`: lines from stdin or `--file`, one record each, sent on a produce stream.
 pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), ClientError> {
-    let mut client = Client::connect(&server.server).await?;
-    let partitions = client.describe_topic(&args.topic).await?.partitions.max(1);
+    let cluster = server.cluster().await?;
+    let partitions = cluster.partitions(&args.topic).await?.max(1);
     let (lines_tx, mut lines_rx) = mpsc::channel::<std::io::Result<String>>(1024);
     let progress = reader_thread(args.file.clone(), lines_tx).map_err(|e| {
         ClientError::Status(tonic::Status::invalid_argument(format!(
             "cannot read input: {e}"
         )))
     })?;
-    // Acknowledgements are read while requests are still being sent (HTTP/2 flow control
-    // would otherwise stall both sides on a large input).
-    let (sender, mut acks) = client.produce_stream().await?.into_parts();
-    let reader = tokio::spawn(async move {
-        let mut acked = 0u64;
-        while let Some(ack) = acks.next_ack().await {
-            ack?;
-            acked += 1;
-        }
-        Ok::<u64, ClientError>(acked)
-    });
+    // One produce stream per partition leader. Acknowledgements are read while requests are
+    // still being sent (HTTP/2 flow control would otherwise stall both sides on a large input).
+    let mut streams = LeaderStreams {
+        cluster: &cluster,
+        senders: BTreeMap::new(),
+        readers: Vec::new(),
+    };
     let mut pending = Pending {
         by_partition: BTreeMap::new(),
         next_round_robin: fastrand::u32(..partitions),
@@ -267,7 +284,7 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
             let full = std::mem::take(queue);
             sent += 1;
             let request = produce_request(&args.topic, Some(partition), &full)?;
-            if sender.send(request).await.is_err() {
+            if streams.send(&args.topic, partition, request).await.is_err() {
                 stream_ended = true;
                 break;
             }
@@ -283,16 +300,13 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
             }
             sent += 1;
             let request = produce_request(&args.topic, Some(partition), &rest)?;
-            if sender.send(request).await.is_err() {
+            if streams.send(&args.topic, partition, request).await.is_err() {
                 break;
             }
         }
     }
-    drop(sender);
-    // The broker's own error (if the stream ended early) comes from the acknowledgements.
-    let acked = reader
-        .await
-        .map_err(|e| ClientError::Status(tonic::Status::internal(e.to_string())))??;
+    // The broker's own error (if a stream ended early) comes from the acknowledgements.
+    let acked = streams.finish().await?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -303,6 +317,69 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
     }
     eprintln!("produced {records} record(s) to {}", args.topic);
     Ok(())
+}
+
+/// Produce streams to partition leaders, opened as needed, with their acknowledgement readers.
+struct LeaderStreams<'a> {
+    cluster: &'a ClusterClient,
+    senders: BTreeMap<String, mpsc::Sender<pb::ProduceRequest>>,
+    readers: Vec<tokio::task::JoinHandle<Result<u64, ClientError>>>,
+}
+
+impl LeaderStreams<'_> {
+    /// Sends `request` on the stream to the partition's leader (opening it if needed). An
+    /// error means that stream ended; its reason comes from [`LeaderStreams::finish`].
+    async fn send(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        request: pb::ProduceRequest,
+    ) -> Result<(), ClientError> {
+        let addr = match self.cluster.leader(topic, partition) {
+            Some(addr) => addr,
+            None => {
+                self.cluster.refresh().await?;
+                self.cluster.leader(topic, partition).ok_or_else(|| {
+                    ClientError::Status(tonic::Status::unavailable(format!(
+                        "{topic}/{partition} has no known leader"
+                    )))
+                })?
+            }
+        };
+        if !self.senders.contains_key(&addr) {
+            let mut client = self.cluster.node(&addr).await?;
+            let (sender, mut acks) = client.produce_stream().await?.into_parts();
+            self.readers.push(tokio::spawn(async move {
+                let mut acked = 0u64;
+                while let Some(ack) = acks.next_ack().await {
+                    ack?;
+                    acked += 1;
+                }
+                Ok::<u64, ClientError>(acked)
+            }));
+            self.senders.insert(addr.clone(), sender);
+        }
+        match self.senders.get(&addr) {
+            Some(sender) => sender
+                .send(request)
+                .await
+                .map_err(|_| ClientError::Status(tonic::Status::aborted("produce stream ended"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes every stream and returns how many requests were acknowledged (or the first
+    /// stream's error).
+    async fn finish(self) -> Result<u64, ClientError> {
+        drop(self.senders);
+        let mut acked = 0;
+        for reader in self.readers {
+            acked += reader
+                .await
+                .map_err(|e| ClientError::Status(tonic::Status::internal(e.to_string())))??;
+        }
+        Ok(acked)
+    }
 }
 
 /// Reads lines on a thread (stdin and files are blocking); returns a progress bar when reading
@@ -380,11 +457,17 @@ fn print_records(
 
 /// `logbook consume`
 pub async fn consume(server: &ServerArgs, args: ConsumeArgs) -> Result<(), ClientError> {
-    let mut client = Client::connect(&server.server).await?;
-    let topic = client.describe_topic(&args.topic).await?;
+    let cluster = server.cluster().await?;
+    let count = cluster.partitions(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
+        Some(p) if p >= count => {
+            // Let a broker give the usual NOT_FOUND for the partition.
+            let mut client = cluster.any().await?;
+            client.consume(&args.topic, p, 0, 1, Duration::ZERO).await?;
+            vec![p]
+        }
         Some(p) => vec![p],
-        None => (0..topic.partitions).collect(),
+        None => (0..count).collect(),
     };
     let start = match (args.offset, args.from_beginning) {
         (Some(offset), _) => Start::Offset(offset),
@@ -398,7 +481,13 @@ pub async fn consume(server: &ServerArgs, args: ConsumeArgs) -> Result<(), Clien
     // One task per partition feeds a single printer.
     let (tx, mut rx) = mpsc::channel::<Result<(u32, Vec<Record>), ClientError>>(16);
     for partition in partitions {
-        let (mut client, tx, topic_name) = (client.clone(), tx.clone(), args.topic.clone());
+        // Each partition is read from one of its replicas (round-robin or the leader).
+        let addr = cluster.reader(&args.topic, partition).ok_or_else(|| {
+            tonic::Status::unavailable(format!("{}/{partition} has no replica", args.topic))
+        })?;
+        let mut client = cluster.node(&addr).await?;
+        let topic = client.describe_topic(&args.topic).await?;
+        let (tx, topic_name) = (tx.clone(), args.topic.clone());
         let follow = args.follow;
         let info = topic
             .partition_info

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::{Cluster, check_replicas, leader_addr, replicas};
-use logbook::client::Client;
+use logbook::client::{Client, ClusterClient, ReadFrom};
 use logbook::log::NewRecord;
 use tonic::Code;
 
@@ -112,58 +112,142 @@ async fn leader_sigkill_during_produce_fails_over_and_loses_no_acknowledged_reco
     admin
         .create_topic("events", 1, Default::default())
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("create topic: {e:?}"));
 
+    // The client library finds leaders itself and retries through the failover.
+    let client = ClusterClient::connect(&cluster.addrs(), ReadFrom::Replicas)
+        .await
+        .unwrap();
+    let leader = client.leader("events", 0).expect("a leader");
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
-    let mut leader = leader_addr(&cluster.addrs()[0], "events", 0).await.unwrap();
-    let mut client = Client::connect(&leader).await.unwrap();
-    // Each attempt carries a new value: a failed attempt that was in fact committed cannot
-    // show up as a duplicate of a later one.
-    let mut attempt = 0u64;
     let mut killed_at: Option<Instant> = None;
     let mut failover = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.len() < 200 {
-        assert!(
-            Instant::now() < deadline,
-            "no failover within 60 s; acked {}",
-            acked.len()
-        );
-        if acked.len() == 100 && killed_at.is_none() {
+    for i in 0..200 {
+        if i == 100 {
             cluster.kill(&leader);
             killed_at = Some(Instant::now());
         }
-        attempt += 1;
-        let value = format!("v{attempt}");
-        match client.produce("events", Some(0), &[record(&value)]).await {
-            Ok(ack) => {
-                assert!(
-                    acked.insert(ack.base_offset, value).is_none(),
-                    "offset acknowledged twice"
-                );
-                if let (Some(at), None) = (killed_at, failover) {
-                    failover = Some(at.elapsed());
-                }
-            }
-            Err(_) => {
-                // Find the new leader through any live node (the metadata follows leadership).
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                for addr in cluster.addrs() {
-                    if let Some(l) = leader_addr(&addr, "events", 0).await
-                        && cluster.addrs().contains(&l)
-                        && let Ok(c) = Client::connect(&l).await
-                    {
-                        leader = l;
-                        client = c;
-                        break;
-                    }
-                }
-            }
+        // Each request carries a new value: a request that failed yet was committed cannot
+        // show up as a duplicate of a later one.
+        let value = format!("v{i}");
+        let ack = client
+            .produce("events", Some(0), &[record(&value)])
+            .await
+            .unwrap_or_else(|e| panic!("produce {i} failed through the failover: {e}"));
+        assert!(
+            acked.insert(ack.base_offset, value).is_none(),
+            "offset acknowledged twice"
+        );
+        if let (Some(at), None) = (killed_at, failover) {
+            failover = Some(at.elapsed());
         }
     }
+    assert_ne!(
+        client.leader("events", 0),
+        Some(leader.clone()),
+        "a new leader was elected"
+    );
     eprintln!("failover (kill to first acknowledged produce): {failover:?}");
     let live = cluster.addrs();
     assert_eq!(live.len(), 2);
     let held = check_replicas(&live, "events", 0, &acked).await;
     assert!(held.len() >= 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_form_with_three_metadata_voters_and_the_cli_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 5);
+    cluster.wait_formed(5).await;
+    let addrs = cluster.addrs();
+    let bootstrap = addrs.join(",");
+    let out = common::broker::cli(
+        &addrs[0],
+        &[
+            "topic",
+            "create",
+            "logs",
+            "--partitions",
+            "5",
+            "--bootstrap",
+            &bootstrap,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut client = ClusterClient::connect(&addrs, ReadFrom::Replicas)
+        .await
+        .unwrap();
+    let metadata = client.refresh().await.unwrap();
+    let mut replicas_per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in 0..5 {
+        let ids = replicas(&metadata, "logs", p);
+        assert_eq!(
+            ids.iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "RF=3 on 5 nodes"
+        );
+        for id in ids {
+            *replicas_per_node.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(replicas_per_node.len(), 5, "every node holds replicas");
+    assert!(
+        replicas_per_node.values().all(|n| *n == 3),
+        "15 replicas spread evenly: {replicas_per_node:?}"
+    );
+    // Produce with the CLI through the bootstrap list (keyed lines to their partitions' leaders),
+    // then read everything back with the library spreading reads over the replicas.
+    let lines: String = (0..100).map(|i| format!("k{i}:v{i}\n")).collect();
+    let out = common::broker::cli(
+        &addrs[0],
+        &[
+            "produce",
+            "--topic",
+            "logs",
+            "--key-separator",
+            ":",
+            "--bootstrap",
+            &bootstrap,
+        ],
+        &lines,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Followers may lag a moment behind the leaders: passes over all partitions (each read
+    // from the next replica) until every line was seen or the deadline passes.
+    let mut values = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while values.len() < 100 && Instant::now() < deadline {
+        for p in 0..5 {
+            let mut offset = 0;
+            loop {
+                let fetched = client
+                    .consume("logs", p, offset, 1 << 20, Duration::ZERO)
+                    .await
+                    .unwrap();
+                for r in &fetched.records {
+                    values.insert(
+                        String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap(),
+                    );
+                }
+                if fetched.next_offset <= offset {
+                    break;
+                }
+                offset = fetched.next_offset;
+            }
+        }
+    }
+    assert_eq!(values.len(), 100, "every produced line read back once");
+    client = ClusterClient::connect(&addrs[3..], ReadFrom::Leader)
+        .await
+        .unwrap();
+    assert!(client.leader("logs", 0).is_some());
 }

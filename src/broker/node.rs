@@ -465,14 +465,15 @@ pub(super) async fn wait_topic_ready(
     let mut metadata = b.meta_state.watch();
     loop {
         let current = b.metadata();
-        let Some(topic) = current.topics.get(name) else {
-            return Err(BrokerError::UnknownTopic(name.to_string()));
-        };
-        let ready = topic.replicas.iter().enumerate().all(|(i, replicas)| {
-            let group = partition_group(name, i as u32);
-            current.leaders.contains_key(&group)
-                && (!replicas.contains(&b.identity.node_id)
-                    || b.replicas.read().contains_key(&group))
+        // The proposal may have been applied on the metadata leader before it reached this
+        // node's copy: an absent topic is waited for too.
+        let ready = current.topics.get(name).is_some_and(|topic| {
+            topic.replicas.iter().enumerate().all(|(i, replicas)| {
+                let group = partition_group(name, i as u32);
+                current.leaders.contains_key(&group)
+                    && (!replicas.contains(&b.identity.node_id)
+                        || b.replicas.read().contains_key(&group))
+            })
         });
         if ready {
             return Ok(());

@@ -2,6 +2,7 @@
 //! batches on the client (the broker only validates and appends them); consumers fetch stored
 //! batches and decode them on the client. The CLI and the benchmarks use it.
 
+pub mod cluster;
 mod partitioner;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
+pub use cluster::{ClusterClient, ReadFrom, leader_hint};
 pub use partitioner::{kafka_murmur2, partition_for_key};
 
 use crate::log::{BatchError, NewRecord, Record, decode_records, encode_batch};
@@ -246,6 +248,14 @@ impl Client {
         records: &[NewRecord],
     ) -> Result<pb::ProduceResponse> {
         let request = produce_request(topic, partition, records)?;
+        Ok(self.produce.produce(request).await?.into_inner())
+    }
+
+    /// Sends a prepared produce request and waits for the acknowledgement.
+    pub async fn produce_request(
+        &mut self,
+        request: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse> {
         Ok(self.produce.produce(request).await?.into_inner())
     }
 

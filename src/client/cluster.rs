@@ -1,0 +1,304 @@
+//! Client-side balancing over a cluster: produce goes to each partition's leader, consume is
+//! spread over the partition's replicas (round-robin, or the leader only), and both refresh
+//! the metadata and retry on `NOT_LEADER` (FAILED_PRECONDITION with the leader's address in
+//! the details) and UNAVAILABLE until a deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::{Client, ClientError, Fetched, Result, partition_for_key};
+use crate::log::NewRecord;
+use crate::proto::v1 as pb;
+
+/// Where consumes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReadFrom {
+    /// Round-robin over every replica (followers serve reads up to their commit index).
+    #[default]
+    Replicas,
+    /// The leader only.
+    Leader,
+}
+
+/// How long a call keeps retrying through elections and failovers.
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Where each partition lives.
+#[derive(Debug, Clone, Default)]
+struct Routes {
+    /// Node id → address.
+    nodes: HashMap<u64, String>,
+    /// (topic, partition) → (leader id, replica ids).
+    partitions: BTreeMap<(String, u32), (u64, Vec<u64>)>,
+    /// Topic → partition count.
+    counts: HashMap<String, u32>,
+}
+
+/// A client of a whole cluster, found through bootstrap addresses.
+#[derive(Debug)]
+pub struct ClusterClient {
+    /// Addresses to (re)discover the cluster through.
+    bootstrap: Vec<String>,
+    /// Open connections by address.
+    connections: Mutex<HashMap<String, Client>>,
+    /// The last metadata seen.
+    routes: Mutex<Routes>,
+    /// Consume policy.
+    read_from: ReadFrom,
+    /// Round-robin position for replica reads and keyless produce.
+    next: AtomicUsize,
+}
+
+/// The leader address a NOT_LEADER status names, if any.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if status.code() != Code::FailedPrecondition {
+        return None;
+    }
+    let info = status.get_details_error_info()?;
+    if info.reason != "NOT_LEADER" {
+        return None;
+    }
+    info.metadata.get("leader_addr").cloned()
+}
+
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Status(s) => matches!(
+            s.code(),
+            Code::Unavailable | Code::FailedPrecondition | Code::DeadlineExceeded | Code::Unknown
+        ),
+        ClientError::Batch(_) => false,
+    }
+}
+
+impl ClusterClient {
+    /// Connects through the first reachable of `bootstrap` (`host:port` each) and reads the
+    /// metadata.
+    pub async fn connect(bootstrap: &[String], read_from: ReadFrom) -> Result<Self> {
+        let client = ClusterClient {
+            bootstrap: bootstrap.to_vec(),
+            connections: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            read_from,
+            next: AtomicUsize::new(fastrand::usize(..1024)),
+        };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// A connection to `addr` (reused).
+    pub async fn node(&self, addr: &str) -> Result<Client> {
+        if let Some(c) = self.connections.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Client::connect(addr).await?;
+        self.connections.lock().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Any reachable node: the known ones first, then the bootstrap list.
+    pub async fn any(&self) -> Result<Client> {
+        let mut candidates: Vec<String> = self.routes.lock().nodes.values().cloned().collect();
+        candidates.extend(self.bootstrap.iter().cloned());
+        let mut last = None;
+        for addr in candidates {
+            match self.node(&addr).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: String::new(),
+            reason: "no bootstrap address".into(),
+        }))
+    }
+
+    /// Reads the metadata again (from any node that answers).
+    pub async fn refresh(&self) -> Result<pb::GetMetadataResponse> {
+        let mut candidates: Vec<String> = self.bootstrap.clone();
+        candidates.extend(self.routes.lock().nodes.values().cloned());
+        let mut last = None;
+        for addr in candidates {
+            let metadata = match self.node(&addr).await {
+                Ok(mut c) => c.metadata().await,
+                Err(e) => Err(e),
+            };
+            match metadata {
+                Ok(m) => {
+                    let mut routes = Routes::default();
+                    for s in &m.servers {
+                        routes.nodes.insert(s.node_id, s.address.clone());
+                    }
+                    for p in &m.partitions {
+                        routes.partitions.insert(
+                            (p.topic.clone(), p.partition),
+                            (p.leader_id, p.replica_ids.clone()),
+                        );
+                        let count = routes.counts.entry(p.topic.clone()).or_default();
+                        *count = (*count).max(p.partition + 1);
+                    }
+                    *self.routes.lock() = routes;
+                    return Ok(m);
+                }
+                Err(e) => {
+                    self.connections.lock().remove(&addr);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: String::new(),
+            reason: "no bootstrap address".into(),
+        }))
+    }
+
+    /// Partition count of `topic` (refreshing the metadata if it is not known yet).
+    pub async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(n) = self.routes.lock().counts.get(topic) {
+            return Ok(*n);
+        }
+        self.refresh().await?;
+        self.routes
+            .lock()
+            .counts
+            .get(topic)
+            .copied()
+            .ok_or_else(|| {
+                tonic::Status::not_found(format!("topic {topic:?} does not exist")).into()
+            })
+    }
+
+    /// The leader's address of a partition, per the last metadata.
+    pub fn leader(&self, topic: &str, partition: u32) -> Option<String> {
+        let routes = self.routes.lock();
+        let (leader, _) = routes.partitions.get(&(topic.to_string(), partition))?;
+        routes.nodes.get(leader).cloned()
+    }
+
+    /// The address a consume of the partition goes to next (per the read policy).
+    pub fn reader(&self, topic: &str, partition: u32) -> Option<String> {
+        let routes = self.routes.lock();
+        let (leader, replicas) = routes.partitions.get(&(topic.to_string(), partition))?;
+        let id = match self.read_from {
+            ReadFrom::Leader => *leader,
+            ReadFrom::Replicas if !replicas.is_empty() => {
+                replicas[self.next.fetch_add(1, Ordering::Relaxed) % replicas.len()]
+            }
+            ReadFrom::Replicas => *leader,
+        };
+        routes.nodes.get(&id).cloned()
+    }
+
+    /// Runs `call` against the node `pick` chooses, following NOT_LEADER hints and refreshing
+    /// the metadata on failures, until it succeeds, fails for good, or [`RETRY_FOR`] passes.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        mut pick: impl FnMut(&Self) -> Option<String>,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut hinted: Option<String> = None;
+        loop {
+            let target = hinted.take().or_else(|| pick(self));
+            let outcome = match target {
+                Some(addr) => match self.node(&addr).await {
+                    Ok(c) => call(c).await,
+                    Err(e) => {
+                        self.connections.lock().remove(&addr);
+                        Err(e)
+                    }
+                },
+                None => Err(tonic::Status::unavailable("no known leader or replica").into()),
+            };
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(e) if !retryable(&e) || Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    if let ClientError::Status(s) = &e {
+                        hinted = leader_hint(s);
+                    }
+                    if hinted.is_none() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = self.refresh().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Produces `records` as one batch to `partition` (or the key's partition, or the next one
+    /// round-robin) on its leader; returns the acknowledgement.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: &[NewRecord],
+    ) -> Result<pb::ProduceResponse> {
+        let count = self.partitions(topic).await?;
+        let partition = match (partition, records.iter().find_map(|r| r.key.as_ref())) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => {
+                (self.next.fetch_add(1, Ordering::Relaxed) % count.max(1) as usize) as u32
+            }
+        };
+        let request = super::produce_request(topic, Some(partition), records)?;
+        self.with_retries(
+            |c| c.leader(topic, partition),
+            |mut client| {
+                let request = request.clone();
+                async move { client.produce_request(request).await }
+            },
+        )
+        .await
+    }
+
+    /// Fetches from a replica of the partition (per the read policy).
+    pub async fn consume(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        let leader = self.leader(topic, partition);
+        self.with_retries(
+            |c| c.reader(topic, partition),
+            |mut client| {
+                let leader = leader.clone();
+                async move {
+                    let fetched = client
+                        .consume(topic, partition, offset, max_bytes, max_wait)
+                        .await;
+                    match fetched {
+                        // A follower that has not caught up to `offset` yet: ask another
+                        // replica (the leader's answer is final).
+                        Err(ClientError::Status(s))
+                            if s.code() == Code::OutOfRange
+                                && leader.as_deref().is_some_and(|l| l != client.addr()) =>
+                        {
+                            Err(tonic::Status::unavailable(format!(
+                                "replica {} is behind offset {offset}",
+                                client.addr()
+                            ))
+                            .into())
+                        }
+                        other => other,
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
