@@ -145,6 +145,10 @@ async fn control_loop(broker: std::sync::Weak<Broker>) {
         if *b.shutdown.borrow() {
             return;
         }
+        // Keep the address book current: gossip knows where every node is now.
+        for (id, addr) in live_members(&b) {
+            b.raft.channels.set_address(id, &addr);
+        }
         let initialized = b.meta.is_initialized().await.unwrap_or(true);
         let outcome = if !initialized {
             try_form(&b).await

@@ -397,13 +397,32 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
     }
 }
 
-/// gRPC channels to peers, one per address, shared by every group.
+/// gRPC channels to peers, one per address, shared by every group, and the address book:
+/// the current address of each node, kept up to date from gossip, which wins over the address
+/// recorded in a group's membership (a node restarted on a new address stays reachable).
 #[derive(Debug, Default)]
 pub struct Channels {
     channels: RwLock<HashMap<String, Channel>>,
+    addresses: RwLock<HashMap<NodeId, String>>,
 }
 
 impl Channels {
+    /// Records the current address of `node`.
+    pub fn set_address(&self, node: NodeId, addr: &str) {
+        if self.addresses.read().get(&node).map(String::as_str) != Some(addr) {
+            self.addresses.write().insert(node, addr.to_string());
+        }
+    }
+
+    /// The current address of `node`, or `fallback` if none is recorded.
+    pub fn address_of(&self, node: NodeId, fallback: &str) -> String {
+        self.addresses
+            .read()
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| fallback.to_string())
+    }
+
     /// The channel to `addr` (connected lazily).
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self.channels.read().get(addr) {
@@ -446,8 +465,9 @@ impl<C> PeerNetwork<C> {
 pub struct PeerClient<C> {
     group: String,
     target: NodeId,
+    /// The address in the group's membership (used if the address book has none).
     addr: String,
-    client: Result<RaftServiceClient<Channel>, String>,
+    channels: Arc<Channels>,
     _types: PhantomData<C>,
 }
 
@@ -459,16 +479,11 @@ where
     type Network = PeerClient<C>;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        let client = self.channels.get(&node.addr).map(|channel| {
-            RaftServiceClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX)
-        });
         PeerClient {
             group: self.group.clone(),
             target,
             addr: node.addr.clone(),
-            client,
+            channels: self.channels.clone(),
             _types: PhantomData,
         }
     }
@@ -493,7 +508,11 @@ impl<C> PeerClient<C> {
     }
 
     fn client(&self) -> Result<RaftServiceClient<Channel>, PeerError> {
-        self.client.clone().map_err(|e| self.error(e))
+        let addr = self.channels.address_of(self.target, &self.addr);
+        let channel = self.channels.get(&addr).map_err(|e| self.error(e))?;
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
     }
 
     /// Unreachable (back off) for connection problems and unknown groups, else a network error.

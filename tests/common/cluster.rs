@@ -34,6 +34,10 @@ pub struct Cluster {
     pub nodes: Vec<Option<BrokerProcess>>,
     /// Gossip address of each node.
     pub gossip: Vec<String>,
+    /// Where the nodes' data directories are.
+    dir: std::path::PathBuf,
+    /// `--bootstrap-expect` of the cluster.
+    expect: usize,
 }
 
 impl Cluster {
@@ -44,21 +48,46 @@ impl Cluster {
             .collect();
         let seeds = gossip.join(",");
         let expect = n.to_string();
-        let nodes = (0..n)
-            .map(|i| {
-                let mut args: Vec<&str> = vec![
-                    "--gossip-addr",
-                    &gossip[i],
-                    "--join",
-                    &seeds,
-                    "--bootstrap-expect",
-                    &expect,
-                ];
-                args.extend(FAST_RAFT);
-                Some(BrokerProcess::start(&dir.join(format!("node{i}")), &args))
-            })
-            .collect();
-        Cluster { nodes, gossip }
+        let _ = (seeds, expect);
+        let mut cluster = Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            gossip,
+            dir: dir.to_path_buf(),
+            expect: n,
+        };
+        for i in 0..n {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Starts (or restarts, on its data directory and gossip address) node `slot`.
+    pub fn start_node(&mut self, slot: usize) {
+        let seeds = self.gossip.join(",");
+        let expect = self.expect.to_string();
+        let mut args: Vec<&str> = vec![
+            "--gossip-addr",
+            &self.gossip[slot],
+            "--join",
+            &seeds,
+            "--bootstrap-expect",
+            &expect,
+        ];
+        args.extend(FAST_RAFT);
+        self.nodes[slot] = Some(BrokerProcess::start(
+            &self.dir.join(format!("node{slot}")),
+            &args,
+        ));
+    }
+
+    /// Stops node `slot` with SIGTERM (a graceful shutdown) and waits for it to exit.
+    pub fn stop_node(&mut self, slot: usize) -> std::process::ExitStatus {
+        self.nodes[slot].take().expect("a running node").terminate()
+    }
+
+    /// Address of node `slot` (if running).
+    pub fn addr(&self, slot: usize) -> Option<String> {
+        self.nodes[slot].as_ref().map(|n| n.addr.clone())
     }
 
     /// Addresses of the running nodes.
