@@ -328,3 +328,102 @@ async fn rolling_restart_under_load_loses_nothing_acknowledged() {
         check_replicas(&addrs, "rolling", p, &acked[p as usize]).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_a_new_one_without_losing_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(dir.path(), 3, &["--dead-node-grace-ms", "2000"]);
+    cluster.wait_formed(3).await;
+    let mut admin = cluster.any_client().await;
+    admin
+        .create_topic("keep", 2, Default::default())
+        .await
+        .unwrap();
+    let client = std::sync::Arc::new(
+        ClusterClient::connect(&cluster.addrs(), ReadFrom::Leader)
+            .await
+            .unwrap(),
+    );
+    let mut acked: Vec<BTreeMap<u64, String>> = vec![BTreeMap::new(), BTreeMap::new()];
+    for i in 0..40u64 {
+        let p = (i % 2) as u32;
+        let value = format!("before{i}");
+        let ack = client
+            .produce("keep", Some(p), &[record(&value)])
+            .await
+            .unwrap();
+        acked[p as usize].insert(ack.base_offset, value);
+    }
+    let old_id = {
+        let metadata = client.refresh().await.unwrap();
+        let victim = cluster.addr(2).unwrap();
+        metadata
+            .servers
+            .iter()
+            .find(|s| s.address == victim)
+            .unwrap()
+            .node_id
+    };
+    // The node dies and its disk is lost; a new machine (empty disk, so a new id) joins.
+    let victim = cluster.addr(2).unwrap();
+    cluster.kill(&victim);
+    std::fs::remove_dir_all(dir.path().join("node2")).unwrap();
+    let slot = cluster.add_node(&[]);
+    let new_addr = cluster.addr(slot).unwrap();
+
+    // Writes keep being acknowledged the whole time (quorum is never lost).
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acked: Vec<BTreeMap<u64, String>> = vec![BTreeMap::new(), BTreeMap::new()];
+            for i in 0..200u64 {
+                let p = (i % 2) as u32;
+                let value = format!("during{i}");
+                let ack = client
+                    .produce("keep", Some(p), &[record(&value)])
+                    .await
+                    .unwrap_or_else(|e| panic!("write {i} failed during the replacement: {e}"));
+                acked[p as usize].insert(ack.base_offset, value);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    // The controller moves the dead node's replicas to the new node and forgets the old id.
+    let via = cluster.addr(0).unwrap();
+    common::cluster::wait_for(Duration::from_secs(60), "the old node is replaced", || {
+        let via = via.clone();
+        let new_addr = new_addr.clone();
+        async move {
+            let Ok(mut c) = Client::connect(&via).await else {
+                return false;
+            };
+            let Ok(m) = c.metadata().await else {
+                return false;
+            };
+            let new_id = m
+                .servers
+                .iter()
+                .find(|s| s.address == new_addr)
+                .map(|s| s.node_id);
+            let gone = m.servers.iter().all(|s| s.node_id != old_id);
+            gone && new_id.is_some_and(|new_id| {
+                (0..2).all(|p| {
+                    let r = replicas(&m, "keep", p);
+                    r.contains(&new_id) && !r.contains(&old_id) && r.len() == 3
+                })
+            })
+        }
+    })
+    .await;
+    let during = writer.await.unwrap();
+    for (p, more) in during.into_iter().enumerate() {
+        acked[p].extend(more);
+    }
+    // Every acknowledged record is on all three replicas, the new node included.
+    let addrs = cluster.addrs();
+    assert!(addrs.contains(&new_addr));
+    for p in 0..2u32 {
+        check_replicas(&addrs, "keep", p, &acked[p as usize]).await;
+    }
+}

@@ -255,6 +255,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Background tasks (formation, controller, replica reconciler, leader reports).
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Controller: since when each registered node has been missing from gossip.
+    failed_since: parking_lot::Mutex<BTreeMap<u64, std::time::Instant>>,
     /// Exclusive lock on the data directory, held while the broker lives.
     _lock: fs::File,
 }
@@ -332,6 +334,7 @@ impl Broker {
             raft,
             shutdown: watch::channel(false).0,
             tasks: parking_lot::Mutex::new(Vec::new()),
+            failed_since: parking_lot::Mutex::new(BTreeMap::new()),
             _lock: lock,
         });
         let proposer: Arc<dyn crate::raft::MetaProposer> = broker.clone();

@@ -262,6 +262,7 @@ async fn control(b: &Broker) -> Result<(), BrokerError> {
                 .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         }
     }
+    replace_dead_nodes(b, &metadata, &live, &voters).await?;
     if voters.len() < META_VOTERS {
         let last = metrics.last_log_index.unwrap_or(0);
         let caught_up = metrics.replication.as_ref().and_then(|r| {
@@ -278,6 +279,108 @@ async fn control(b: &Broker) -> Result<(), BrokerError> {
                 .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         }
     }
+    Ok(())
+}
+
+/// Replaces a node gossip has reported gone for longer than `dead_node_grace_ms` (one node at
+/// a time): its replicas are reassigned to live nodes (the partition leaders then add them and
+/// drop the dead one, never below a majority of live voters), and once no replica is left on
+/// it, it leaves the metadata group and the metadata.
+async fn replace_dead_nodes(
+    b: &Broker,
+    metadata: &ClusterMetadata,
+    live: &BTreeMap<NodeId, String>,
+    meta_voters: &BTreeSet<NodeId>,
+) -> Result<(), BrokerError> {
+    let now = Instant::now();
+    let grace = Duration::from_millis(b.config.dead_node_grace_ms);
+    let dead = {
+        let mut failed = b.failed_since.lock();
+        failed.retain(|id, _| metadata.nodes.contains_key(id) && !live.contains_key(id));
+        for id in metadata.nodes.keys() {
+            if !live.contains_key(id) {
+                failed.entry(*id).or_insert(now);
+            }
+        }
+        failed
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= grace)
+            .map(|(id, _)| *id)
+            .min()
+    };
+    let Some(dead) = dead else { return Ok(()) };
+    let mut counts = metadata.replica_counts();
+    let mut moved = 0;
+    let mut stuck = 0;
+    for (topic, t) in &metadata.topics {
+        for (index, replicas) in t.replicas.iter().enumerate() {
+            if !replicas.contains(&dead) {
+                continue;
+            }
+            let mut candidates: Vec<NodeId> = live
+                .keys()
+                .filter(|id| metadata.nodes.contains_key(id) && !replicas.contains(id))
+                .copied()
+                .collect();
+            candidates.sort_by_key(|id| (counts.get(id).copied().unwrap_or(0), *id));
+            let Some(new) = candidates.first().copied() else {
+                stuck += 1;
+                continue;
+            };
+            *counts.entry(new).or_default() += 1;
+            let mut next: Vec<NodeId> = replicas.iter().copied().filter(|id| *id != dead).collect();
+            next.push(new);
+            tracing::info!(%topic, partition = index, dead, new, "reassigning replica of a dead node");
+            b.propose(MetaCommand::SetReplicas {
+                topic: topic.clone(),
+                partition: index as u32,
+                replicas: next,
+            })
+            .await?;
+            moved += 1;
+        }
+    }
+    if moved > 0 || stuck > 0 {
+        if stuck > 0 {
+            tracing::warn!(
+                dead,
+                partitions = stuck,
+                "no live node to move replicas of a dead node to; waiting"
+            );
+        }
+        return Ok(());
+    }
+    // No replica left on it: out of the metadata group, then out of the metadata.
+    let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
+    if meta_voters.contains(&dead) {
+        if meta_voters.len() <= 1 {
+            return Ok(());
+        }
+        tracing::info!(node = dead, "removing a dead node from the metadata voters");
+        b.meta
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([dead])), false)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        return Ok(());
+    }
+    let members: BTreeSet<NodeId> = b
+        .meta
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    if members.contains(&dead) {
+        b.meta
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([dead])), false)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    tracing::info!(node = dead, "dead node replaced and removed");
+    b.propose(MetaCommand::RemoveNode { id: dead }).await?;
+    b.failed_since.lock().remove(&dead);
     Ok(())
 }
 
@@ -384,18 +487,19 @@ async fn reconcile(
     Ok(())
 }
 
-/// Reports this replica's leadership to the metadata whenever it becomes leader.
+/// While this replica leads its group: reports the leadership to the metadata, and moves the
+/// group's membership toward the replicas the metadata assigns (new replicas join as learners
+/// and become voters, together replacing the old voter set, once they have caught up).
 fn spawn_leader_reports(b: &Arc<Broker>, partition: Arc<Partition>) {
     let weak = Arc::downgrade(b);
     let mut metrics = partition.raft().metrics();
+    let raft = partition.raft().clone();
     let group = partition.group().to_string();
     drop(partition);
     let task = tokio::spawn(async move {
+        let mut last_membership_pass = Instant::now() - TICK;
         loop {
-            let leads = {
-                let m = metrics.borrow_and_update();
-                m.state == ServerState::Leader
-            };
+            let leads = metrics.borrow_and_update().state == ServerState::Leader;
             if leads {
                 let Some(b) = weak.upgrade() else { return };
                 let me = b.identity.node_id;
@@ -406,18 +510,83 @@ fn spawn_leader_reports(b: &Arc<Broker>, partition: Arc<Partition>) {
                     };
                     if let Err(e) = b.propose(command).await {
                         tracing::debug!(%group, error = %e, "could not report leadership");
-                        drop(b);
-                        tokio::time::sleep(TICK).await;
-                        continue;
+                    }
+                }
+                if last_membership_pass.elapsed() >= TICK {
+                    last_membership_pass = Instant::now();
+                    if let Err(e) = reconcile_membership(&b, &raft, &group).await {
+                        tracing::debug!(%group, error = %e, "membership change failed; retrying");
                     }
                 }
             }
-            if metrics.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(TICK) => {}
             }
         }
     });
     b.tasks.lock().push(task);
+}
+
+/// One step of moving a partition group's membership to its assigned replicas (on its leader).
+async fn reconcile_membership(
+    b: &Broker,
+    raft: &crate::raft::PartitionRaftHandle,
+    group: &str,
+) -> Result<(), BrokerError> {
+    let Some((topic, index)) = group.rsplit_once('/') else {
+        return Ok(());
+    };
+    let index: usize = index.parse().unwrap_or(usize::MAX);
+    let metadata = b.metadata();
+    let Some(assigned) = metadata
+        .topics
+        .get(topic)
+        .and_then(|t| t.replicas.get(index))
+    else {
+        return Ok(());
+    };
+    let assigned: BTreeSet<NodeId> = assigned.iter().copied().collect();
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if voters == assigned {
+        return Ok(());
+    }
+    let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
+    for id in assigned.difference(&members) {
+        let Some(node) = metadata.nodes.get(id) else {
+            return Ok(());
+        };
+        tracing::info!(%group, node = id, "adding replica as a learner");
+        raft.add_learner(
+            *id,
+            Node {
+                addr: node.addr.clone(),
+            },
+            false,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+    }
+    // Every new replica must have caught up before the voter set changes.
+    let last = m.last_log_index.unwrap_or(0);
+    let caught_up = |id: &NodeId| {
+        voters.contains(id)
+            || m.replication.as_ref().is_some_and(|r| {
+                r.get(id)
+                    .is_some_and(|matched| matched.is_some_and(|l| l.index + 1 >= last))
+            })
+    };
+    if !assigned.iter().all(caught_up) {
+        return Ok(());
+    }
+    tracing::info!(%group, from = ?voters, to = ?assigned, "changing replicas");
+    raft.change_membership(ChangeMembers::ReplaceAllVoters(assigned), false)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(())
 }
 
 /// Closes and deletes this node's replicas of topic `name`.

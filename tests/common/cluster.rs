@@ -38,11 +38,18 @@ pub struct Cluster {
     dir: std::path::PathBuf,
     /// `--bootstrap-expect` of the cluster.
     expect: usize,
+    /// Extra flags of every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes in `dir` that find each other by gossip and form once all `n` are up.
     pub fn start(dir: &Path, n: usize) -> Cluster {
+        Self::start_with(dir, n, &[])
+    }
+
+    /// [`Cluster::start`] with extra flags for every node.
+    pub fn start_with(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
         let gossip: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -54,6 +61,7 @@ impl Cluster {
             gossip,
             dir: dir.to_path_buf(),
             expect: n,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -74,10 +82,36 @@ impl Cluster {
             &expect,
         ];
         args.extend(FAST_RAFT);
+        args.extend(self.extra.iter().map(String::as_str));
         self.nodes[slot] = Some(BrokerProcess::start(
             &self.dir.join(format!("node{slot}")),
             &args,
         ));
+    }
+
+    /// Starts a brand-new node (empty data directory `node<slot>`, new gossip port, extra
+    /// flags) that joins through the existing nodes' gossip addresses; returns its slot.
+    pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let slot = self.nodes.len();
+        let seeds = self.gossip.join(",");
+        self.gossip.push(format!("127.0.0.1:{}", free_port()));
+        let expect = self.expect.to_string();
+        let mut args: Vec<&str> = vec![
+            "--gossip-addr",
+            &self.gossip[slot],
+            "--join",
+            &seeds,
+            "--bootstrap-expect",
+            &expect,
+        ];
+        args.extend(FAST_RAFT);
+        args.extend(self.extra.iter().map(String::as_str));
+        args.extend(extra);
+        self.nodes.push(Some(BrokerProcess::start(
+            &self.dir.join(format!("node{slot}")),
+            &args,
+        )));
+        slot
     }
 
     /// Stops node `slot` with SIGTERM (a graceful shutdown) and waits for it to exit.
