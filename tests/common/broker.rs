@@ -28,14 +28,32 @@ impl BrokerProcess {
     /// Starts `logbook serve` on `data_dir` (port 0) with extra flags and waits for its
     /// readiness line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        Self::start_in(None, "127.0.0.1:0", data_dir, extra)
+    }
+
+    /// Starts `logbook serve` listening on `listen`, inside network namespace `netns` if given.
+    pub fn start_in(
+        netns: Option<&str>,
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> BrokerProcess {
         let log_path = data_dir.with_extension("broker.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .unwrap();
-        let mut child = Command::new(logbook_bin())
-            .args(["serve", "--listen-addr", "127.0.0.1:0", "--data-dir"])
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, logbook_bin()]);
+                c
+            }
+            None => Command::new(logbook_bin()),
+        };
+        let mut child = command
+            .args(["serve", "--listen-addr", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("LOGBOOK_CONFIG")

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod netlab;
 
 use bytes::{Bytes, BytesMut};
 use logbook::log::{
