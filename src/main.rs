@@ -58,6 +58,8 @@ enum BenchCommand {
     Log(LogBenchOptions),
     /// A broker under produce streams and consumers, against the raw disk.
     Broker(BrokerBenchOptions),
+    /// Three nodes at RF=3 next to a single node; failover time; idle cost of 1,000 partitions.
+    Cluster(logbook::bench::cluster::ClusterBenchOptions),
 }
 
 fn init_logging(default: &str) {
@@ -168,6 +170,16 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: broker benchmark failed: {e}");
+                    ExitCode::from(exit_code::FAILURE as u8)
+                }
+            }
+        }
+        Command::Bench(BenchCommand::Cluster(options)) => {
+            init_logging("error");
+            match logbook::bench::cluster::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cluster benchmark failed: {e}");
                     ExitCode::from(exit_code::FAILURE as u8)
                 }
             }

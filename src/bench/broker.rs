@@ -191,8 +191,8 @@ impl BrokerChild {
     }
 }
 
-/// One produce run: `total` bytes over `streams` streams, each paced to `rate` bytes/s if given.
-async fn produce_run(
+/// One produce run (to the topic `bench`): `total` bytes over `streams` streams, each paced to `rate` bytes/s if given.
+pub async fn produce_run(
     client: &Client,
     opts: &BrokerBenchOptions,
     total: u64,

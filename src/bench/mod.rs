@@ -2,6 +2,7 @@
 //! measured in the same run; they are never run as timed assertions in the test suite.
 
 pub mod broker;
+pub mod cluster;
 pub mod log;
 
 use std::time::Duration;
