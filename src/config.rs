@@ -230,9 +230,14 @@ impl BrokerConfig {
         }
     }
 
-    /// The effective configuration as TOML (what `logbook config` prints).
+    /// The effective configuration as TOML (what `logbook config` prints; the gossip key is
+    /// redacted).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut shown = self.clone();
+        if !shown.gossip_key.is_empty() {
+            shown.gossip_key = "<redacted>".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
