@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{Cluster, check_replicas, leader_addr, replicas};
+use common::cluster::{Cluster, check_replicas, leader_addr, produce_unique, replicas};
 use logbook::client::{Client, ClusterClient, ReadFrom};
 use logbook::log::NewRecord;
 use tonic::Code;
@@ -127,13 +127,7 @@ async fn leader_sigkill_during_produce_fails_over_and_loses_no_acknowledged_reco
             cluster.kill(&leader);
             killed_at = Some(Instant::now());
         }
-        // Each request carries a new value: a request that failed yet was committed cannot
-        // show up as a duplicate of a later one.
-        let value = format!("v{i}");
-        let ack = client
-            .produce("events", Some(0), &[record(&value)])
-            .await
-            .unwrap_or_else(|e| panic!("produce {i} failed through the failover: {e}"));
+        let (ack, value) = produce_unique(&client, "events", 0, &format!("v{i}")).await;
         assert!(
             acked.insert(ack.base_offset, value).is_none(),
             "offset acknowledged twice"
@@ -378,11 +372,7 @@ async fn a_dead_node_is_replaced_by_a_new_one_without_losing_quorum() {
             let mut acked: Vec<BTreeMap<u64, String>> = vec![BTreeMap::new(), BTreeMap::new()];
             for i in 0..200u64 {
                 let p = (i % 2) as u32;
-                let value = format!("during{i}");
-                let ack = client
-                    .produce("keep", Some(p), &[record(&value)])
-                    .await
-                    .unwrap_or_else(|e| panic!("write {i} failed during the replacement: {e}"));
+                let (ack, value) = produce_unique(&client, "keep", p, &format!("during{i}")).await;
                 acked[p as usize].insert(ack.base_offset, value);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::broker::BrokerProcess;
-use common::cluster::{FAST_RAFT, check_replicas, leader_addr};
+use common::cluster::{FAST_RAFT, check_replicas, leader_addr, produce_unique};
 use common::netlab::NetLab;
 use logbook::client::{Client, ClusterClient, ReadFrom};
 use logbook::log::NewRecord;
@@ -111,11 +111,7 @@ async fn an_isolated_leader_acknowledges_nothing_and_logs_do_not_diverge() {
         .await
         .unwrap();
     for i in 0..20 {
-        let value = format!("after{i}");
-        let ack = client
-            .produce("cut", Some(0), &[record(&value)])
-            .await
-            .unwrap();
+        let (ack, value) = produce_unique(&client, "cut", 0, &format!("after{i}")).await;
         acked.insert(ack.base_offset, value);
     }
     assert_ne!(client.leader("cut", 0), Some(leader.clone()));

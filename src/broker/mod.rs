@@ -1,6 +1,7 @@
 //! The broker: the topics and partitions on this node and the operations the gRPC services
 //! expose, independent of gRPC. (With the cluster issue, a partition becomes a Raft group.)
 
+mod combiner;
 mod identity;
 pub mod node;
 mod topic;
@@ -28,7 +29,6 @@ use crate::log::{
     LogConfig, LogError, NewRecord, PartitionLog, ValidatedBatch, encode_batch, now_ms,
 };
 use crate::raft::{Channels, RaftGroups};
-use openraft::error::ClientWriteError;
 
 /// Default byte budget of a read.
 pub const DEFAULT_READ_BYTES: usize = 1 << 20;
@@ -148,8 +148,6 @@ pub struct PendingProduce {
     partition: u32,
     /// Raft group of the partition.
     group: String,
-    /// This node.
-    node_id: u64,
     /// Resolves once the entry is committed and applied.
     pending: PendingAppend,
 }
@@ -158,24 +156,15 @@ impl PendingProduce {
     /// Waits until the records are acknowledged: committed (durable on a majority of the
     /// partition's replicas) and applied.
     pub async fn acknowledged(self) -> Result<Produced, BrokerError> {
-        let written = self
+        let offsets = self
             .pending
             .await
-            .map_err(|_| BrokerError::Unavailable(format!("{} stopped", self.group)))?;
-        match written {
-            Ok(response) => Ok(Produced {
-                partition: self.partition,
-                base_offset: response.data.base_offset,
-                last_offset: response.data.next_offset.saturating_sub(1),
-            }),
-            Err(ClientWriteError::ForwardToLeader(forward)) => Err(BrokerError::NotLeader {
-                group: self.group,
-                node_id: self.node_id,
-                leader_id: forward.leader_id,
-                leader_addr: forward.leader_node.map(|n| n.addr),
-            }),
-            Err(e) => Err(BrokerError::Unavailable(e.to_string())),
-        }
+            .map_err(|_| BrokerError::Unavailable(format!("{} stopped", self.group)))??;
+        Ok(Produced {
+            partition: self.partition,
+            base_offset: offsets.0,
+            last_offset: offsets.1,
+        })
     }
 }
 
@@ -649,7 +638,6 @@ impl Broker {
         Ok(PendingProduce {
             partition: index,
             group: crate::raft::partition_group(topic, index),
-            node_id: self.identity.node_id,
             pending,
         })
     }

@@ -20,7 +20,7 @@ use crate::config::limit;
 use crate::log::{CleanupPolicy, LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch};
 use crate::raft::{
     Channels, LogStore, Node, NodeId, PartitionRaft, PartitionRaftHandle, PartitionStateMachine,
-    PeerNetwork, RaftGroups, RaftTiming, RecordData,
+    PeerNetwork, RaftGroups, RaftTiming,
 };
 
 /// Free space kept beyond a batch and an index when appending (Raft state files, metadata).
@@ -131,6 +131,8 @@ pub struct Partition {
     groups: Arc<RaftGroups>,
     /// Retention and compaction (taken and stopped on close).
     maintenance: Mutex<Option<Maintenance>>,
+    /// Combines queued produce requests into Raft entries.
+    combiner: super::combiner::Combiner,
 }
 
 impl std::fmt::Debug for Partition {
@@ -143,8 +145,7 @@ impl std::fmt::Debug for Partition {
 }
 
 /// A produce accepted by the partition's Raft leader, waiting to be committed and applied.
-pub type PendingAppend =
-    tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<PartitionRaft>>;
+pub type PendingAppend = tokio::sync::oneshot::Receiver<super::combiner::Offsets>;
 
 impl Partition {
     /// Opens (recovering) the replica in `dir` and starts its Raft group, initializing it with
@@ -196,7 +197,10 @@ impl Partition {
         }
         let maintenance = Maintenance::spawn(log.clone(), maintenance_every)
             .map_err(|e| BrokerError::io(dir, e))?;
+        let combiner =
+            super::combiner::Combiner::start(handle.clone(), group.clone(), raft.node_id);
         Ok(Partition {
+            combiner,
             index,
             group,
             log,
@@ -259,10 +263,7 @@ impl Partition {
             )
             .into());
         }
-        self.raft
-            .client_write_ff(RecordData(batch.into_bytes()))
-            .await
-            .map_err(unavailable)
+        self.combiner.submit(batch).await
     }
 
     /// Offset after the last committed and applied record: what consumers may read below.

@@ -27,6 +27,8 @@ pub enum ReadFrom {
 
 /// How long a call keeps retrying through elections and failovers.
 pub const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long one produce request waits for its acknowledgement.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where each partition lives.
 #[derive(Debug, Clone, Default)]
@@ -66,13 +68,30 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
     info.metadata.get("leader_addr").cloned()
 }
 
-fn retryable(e: &ClientError) -> bool {
+/// Whether a failed call may be tried again. With `idempotent` (reads), any transient failure
+/// may; otherwise (produce) only failures where the request was certainly not written: no
+/// connection, NOT_LEADER, or an UNAVAILABLE the broker itself answered before appending (it
+/// carries RetryInfo). A connection lost mid-request is returned to the caller, who decides
+/// (the request may have been committed; resending it could duplicate it).
+fn retryable(e: &ClientError, idempotent: bool) -> bool {
     match e {
         ClientError::Connect { .. } => true,
-        ClientError::Status(s) => matches!(
+        ClientError::Status(s) if idempotent => matches!(
             s.code(),
-            Code::Unavailable | Code::FailedPrecondition | Code::DeadlineExceeded | Code::Unknown
+            Code::Unavailable
+                | Code::FailedPrecondition
+                | Code::DeadlineExceeded
+                | Code::Unknown
+                | Code::Cancelled
         ),
+        ClientError::Status(s) => match s.code() {
+            Code::FailedPrecondition => true,
+            // Answered by the broker before appending, or no connection was made at all.
+            Code::Unavailable => {
+                s.get_details_retry_info().is_some() || s.message().contains("tcp connect error")
+            }
+            _ => false,
+        },
         ClientError::Batch(_) => false,
     }
 }
@@ -199,6 +218,7 @@ impl ClusterClient {
     /// the metadata on failures, until it succeeds, fails for good, or [`RETRY_FOR`] passes.
     async fn with_retries<T, F, Fut>(
         &self,
+        idempotent: bool,
         mut pick: impl FnMut(&Self) -> Option<String>,
         mut call: F,
     ) -> Result<T>
@@ -210,19 +230,39 @@ impl ClusterClient {
         let mut hinted: Option<String> = None;
         loop {
             let target = hinted.take().or_else(|| pick(self));
-            let outcome = match target {
-                Some(addr) => match self.node(&addr).await {
+            let outcome = match &target {
+                Some(addr) => match self.node(addr).await {
                     Ok(c) => call(c).await,
-                    Err(e) => {
-                        self.connections.lock().remove(&addr);
-                        Err(e)
-                    }
+                    Err(e) => Err(e),
                 },
                 None => Err(tonic::Status::unavailable("no known leader or replica").into()),
             };
+            let transport_failed = match &outcome {
+                Err(ClientError::Connect { .. }) => true,
+                Err(ClientError::Status(s)) => {
+                    matches!(
+                        s.code(),
+                        Code::Unavailable
+                            | Code::Cancelled
+                            | Code::Unknown
+                            | Code::DeadlineExceeded
+                    ) && s.get_details_retry_info().is_none()
+                }
+                _ => false,
+            };
+            if transport_failed {
+                // That node is gone or cut off: forget its connection and look again, whether
+                // or not this call is retried.
+                if let Some(addr) = &target {
+                    self.connections.lock().remove(addr);
+                }
+                let _ = self.refresh().await;
+            }
             match outcome {
                 Ok(v) => return Ok(v),
-                Err(e) if !retryable(&e) || Instant::now() >= deadline => return Err(e),
+                Err(e) if !retryable(&e, idempotent) || Instant::now() >= deadline => {
+                    return Err(e);
+                }
                 Err(e) => {
                     if let ClientError::Status(s) = &e {
                         hinted = leader_hint(s);
@@ -237,7 +277,9 @@ impl ClusterClient {
     }
 
     /// Produces `records` as one batch to `partition` (or the key's partition, or the next one
-    /// round-robin) on its leader; returns the acknowledgement.
+    /// round-robin) on its leader; returns the acknowledgement. Retried through elections while
+    /// the request was certainly not written; a connection lost mid-request is an error (the
+    /// records may or may not have been committed).
     pub async fn produce(
         &self,
         topic: &str,
@@ -254,10 +296,23 @@ impl ClusterClient {
         };
         let request = super::produce_request(topic, Some(partition), records)?;
         self.with_retries(
+            false,
             |c| c.leader(topic, partition),
             |mut client| {
                 let request = request.clone();
-                async move { client.produce_request(request).await }
+                async move {
+                    // A leader cut off from its followers never answers: give up on it.
+                    match tokio::time::timeout(PRODUCE_TIMEOUT, client.produce_request(request))
+                        .await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                            "no acknowledgement from {} within {PRODUCE_TIMEOUT:?}",
+                            client.addr()
+                        ))
+                        .into()),
+                    }
+                }
             },
         )
         .await
@@ -274,6 +329,7 @@ impl ClusterClient {
     ) -> Result<Fetched> {
         let leader = self.leader(topic, partition);
         self.with_retries(
+            true,
             |c| c.reader(topic, partition),
             |mut client| {
                 let leader = leader.clone();

@@ -150,11 +150,11 @@ pub enum MetaResponse {
 }
 
 impl StoredPayload for MetaCommand {
-    fn to_batch(&self) -> Result<ValidatedBatch, LogError> {
-        json_batch(self)
+    fn to_batches(&self) -> Result<Vec<ValidatedBatch>, LogError> {
+        Ok(vec![json_batch(self)?])
     }
 
-    fn from_batch(batch: Bytes) -> Result<Self, LogError> {
+    fn from_batches(batch: Bytes) -> Result<Self, LogError> {
         json_from_batch(batch)
     }
 }
@@ -476,9 +476,9 @@ mod tests {
             MetaResponse::Ok
         );
         assert!(m.leaders.is_empty());
-        let batch = MetaCommand::SetClusterId("c".into()).to_batch().unwrap();
+        let batch = MetaCommand::SetClusterId("c".into()).to_batches().unwrap();
         assert_eq!(
-            MetaCommand::from_batch(batch.to_bytes()).unwrap(),
+            MetaCommand::from_batches(batch[0].to_bytes()).unwrap(),
             MetaCommand::SetClusterId("c".into())
         );
     }

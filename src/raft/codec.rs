@@ -17,21 +17,40 @@ pub const CONTROL_BLANK: i16 = 100;
 /// Control record type of a membership entry.
 pub const CONTROL_MEMBERSHIP: i16 = 101;
 
-/// An application payload that is stored as the records of one batch.
+/// An application payload that is stored as the records of one or more batches.
 pub trait StoredPayload: Sized {
-    /// The payload as one encoded batch (base offset and Raft index are assigned later).
-    fn to_batch(&self) -> Result<ValidatedBatch, LogError>;
-    /// The payload stored in `batch` (a whole, CRC-checked, non-control batch).
-    fn from_batch(batch: Bytes) -> Result<Self, LogError>;
+    /// The payload as encoded batches (base offsets and Raft index are assigned later).
+    fn to_batches(&self) -> Result<Vec<ValidatedBatch>, LogError>;
+    /// The payload stored in `batches` (whole, CRC-checked, non-control batches back to back).
+    fn from_batches(batches: Bytes) -> Result<Self, LogError>;
+}
+
+/// Splits back-to-back batches (already checked) at their boundaries, without copying.
+pub fn split_checked(mut bytes: Bytes) -> Result<Vec<ValidatedBatch>, LogError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let header = crate::log::BatchHeader::parse(&bytes)?;
+        if header.total_len() > bytes.len() {
+            return Err(BatchError::Truncated {
+                needed: header.total_len(),
+                available: bytes.len(),
+            }
+            .into());
+        }
+        out.push(ValidatedBatch::from_checked(
+            bytes.split_to(header.total_len()),
+        )?);
+    }
+    Ok(out)
 }
 
 impl StoredPayload for RecordData {
-    fn to_batch(&self) -> Result<ValidatedBatch, LogError> {
-        ValidatedBatch::from_checked(self.0.clone())
+    fn to_batches(&self) -> Result<Vec<ValidatedBatch>, LogError> {
+        split_checked(self.0.clone())
     }
 
-    fn from_batch(batch: Bytes) -> Result<Self, LogError> {
-        Ok(RecordData(batch))
+    fn from_batches(batches: Bytes) -> Result<Self, LogError> {
+        Ok(RecordData(batches))
     }
 }
 
@@ -109,29 +128,57 @@ fn control_batch(kind: i16, value: Option<Bytes>) -> Result<ValidatedBatch, LogE
     ValidatedBatch::from_checked(encode_control_batch(&[record])?.freeze())
 }
 
-/// The batch that stores `entry` (its Raft index and term are stamped by the caller).
-pub fn entry_to_batch<C>(entry: &openraft::Entry<C>) -> Result<ValidatedBatch, LogError>
+/// The batches that store `entry`, each stamped with its Raft index (`producer_id`) and term
+/// (leader epoch). A normal entry may hold several producers' batches (the broker combines the
+/// requests that queue up while an entry is being flushed); every batch of an entry carries the
+/// same index.
+pub fn entry_to_batches<C>(entry: &openraft::Entry<C>) -> Result<Vec<ValidatedBatch>, LogError>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
     C::D: StoredPayload,
 {
-    let mut batch = match &entry.payload {
-        EntryPayload::Normal(data) => data.to_batch()?,
-        EntryPayload::Blank => control_batch(CONTROL_BLANK, None)?,
+    let mut batches = match &entry.payload {
+        EntryPayload::Normal(data) => data.to_batches()?,
+        EntryPayload::Blank => vec![control_batch(CONTROL_BLANK, None)?],
         EntryPayload::Membership(m) => {
             let json = serde_json::to_vec(&membership_to_json(m))
                 .map_err(|e| BatchError::Encode(e.to_string()))?;
-            control_batch(CONTROL_MEMBERSHIP, Some(Bytes::from(json)))?
+            vec![control_batch(CONTROL_MEMBERSHIP, Some(Bytes::from(json)))?]
         }
     };
-    batch.stamp_raft_index(entry.log_id.index);
-    // The term travels in the leader epoch (the log stamps it again when appending).
-    let base = batch.header().base_offset;
-    batch.assign(base, entry.log_id.leader_id.term as i32);
-    Ok(batch)
+    if batches.is_empty() {
+        return Err(BatchError::Encode("an entry needs at least one batch".into()).into());
+    }
+    for batch in &mut batches {
+        batch.stamp_raft_index(entry.log_id.index);
+        // The term travels in the leader epoch (the log stamps it again when appending).
+        let base = batch.header().base_offset;
+        batch.assign(base, entry.log_id.leader_id.term as i32);
+    }
+    Ok(batches)
 }
 
-/// The entry stored in `batch` (a whole, CRC-checked batch).
+/// `entry` as it travels to followers: its stamped batches back to back.
+pub fn entry_bytes<C>(entry: &openraft::Entry<C>) -> Result<Bytes, LogError>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
+    C::D: StoredPayload,
+{
+    let batches = entry_to_batches(entry)?;
+    if batches.len() == 1 {
+        return Ok(batches[0].to_bytes());
+    }
+    let mut out = bytes::BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+    for b in &batches {
+        for part in b.parts() {
+            out.extend_from_slice(part);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// The entry stored in `batch`: one or more whole, CRC-checked batches of one Raft index (the
+/// first batch's header gives the index, the term and the kind).
 pub fn batch_to_entry<C>(batch: Bytes) -> Result<openraft::Entry<C>, LogError>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = Node, Entry = openraft::Entry<C>>,
@@ -172,7 +219,7 @@ where
             }
         }
     } else {
-        EntryPayload::Normal(C::D::from_batch(batch)?)
+        EntryPayload::Normal(C::D::from_batches(batch)?)
     };
     Ok(openraft::Entry {
         log_id: log_id(term, index),
@@ -217,7 +264,7 @@ mod tests {
         ];
         for entry in entries {
             // As sent to a follower: no help from a log in between.
-            let bytes = entry_to_batch(&entry).unwrap().to_bytes();
+            let bytes = entry_bytes(&entry).unwrap();
             // The stamped batch still passes the full check (CRC recomputed).
             crate::log::check_batch(&bytes).unwrap();
             let back = batch_to_entry::<PartitionRaft>(bytes).unwrap();

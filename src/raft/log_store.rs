@@ -24,7 +24,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{StoredPayload, batch_to_entry, entry_to_batch};
+use super::codec::{StoredPayload, batch_to_entry, entry_to_batches};
 use super::{LogId, Node, NodeId, Vote, log_id};
 use crate::log::{BatchHeader, FsyncPolicy, LogError, PartitionLog};
 
@@ -241,10 +241,14 @@ impl LogShared {
         if end == start {
             return Ok(None);
         }
-        Ok(self
+        let Some(last) = self
             .header_at(end - 1)?
             .as_ref()
-            .and_then(Located::from_header))
+            .and_then(Located::from_header)
+        else {
+            return Ok(None);
+        };
+        self.search(last.index)
     }
 
     /// The first entry with a Raft index of at least `index`.
@@ -262,6 +266,12 @@ impl LogShared {
                 return Ok(window.entries.get((index - first.index) as usize).copied());
             }
         }
+        self.search(index)
+    }
+
+    /// Binary search over offsets for the first batch with a Raft index of at least `index`,
+    /// then the end of the entry it starts (an entry may span several batches).
+    fn search(&self, index: u64) -> Result<Option<Located>, LogError> {
         let (mut lo, mut hi) = (self.log.log_start_offset(), self.log.log_end_offset());
         let mut found = None;
         while lo < hi {
@@ -270,15 +280,30 @@ impl LogShared {
                 Some(at) if at.index < index => lo = at.next_offset.max(mid + 1),
                 Some(at) => {
                     found = Some(at);
-                    if at.index == index {
-                        break;
-                    }
                     hi = at.base_offset.min(mid);
                 }
                 None => hi = mid,
             }
         }
-        Ok(found)
+        let Some(first) = found else { return Ok(None) };
+        Ok(Some(self.entry_end(first)?))
+    }
+
+    /// `first` (the entry's first batch) with `next_offset` moved past the entry's last batch.
+    fn entry_end(&self, mut first: Located) -> Result<Located, LogError> {
+        let mut offset = first.next_offset;
+        loop {
+            let Some(h) = self.header_at(offset)? else {
+                return Ok(first);
+            };
+            match Located::from_header(&h) {
+                Some(at) if at.index == first.index && h.base_offset >= offset => {
+                    first.next_offset = at.next_offset;
+                    offset = at.next_offset;
+                }
+                _ => return Ok(first),
+            }
+        }
     }
 
     /// The entry with Raft index `index`, if the log holds it.
@@ -328,7 +353,9 @@ impl LogShared {
             return Ok(out);
         };
         let mut offset = start.base_offset;
-        'reading: while out.len() < limit {
+        // Batches of the entry being gathered (an entry may span several batches and reads).
+        let mut current: Option<(Located, Vec<Bytes>)> = None;
+        'reading: loop {
             let read = match self.log.read(offset, READ_BYTES) {
                 Ok(read) => read,
                 Err(LogError::OffsetOutOfRange { .. }) => break,
@@ -345,16 +372,44 @@ impl LogShared {
                 let Some(at) = Located::from_header(&header) else {
                     continue;
                 };
+                match &mut current {
+                    Some((entry, parts)) if entry.index == at.index => {
+                        entry.next_offset = at.next_offset;
+                        parts.push(bytes);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(done) = current.take() {
+                    out.push(join_entry(done));
+                }
                 if at.index >= to || out.len() >= limit {
                     break 'reading;
                 }
                 if at.index >= from {
-                    out.push((at, bytes));
+                    current = Some((at, vec![bytes]));
                 }
             }
         }
+        if let Some(done) = current.take()
+            && out.len() < limit
+        {
+            out.push(join_entry(done));
+        }
         Ok(out)
     }
+}
+
+/// One entry's batches as one buffer (copied only when there are several).
+fn join_entry((at, parts): (Located, Vec<Bytes>)) -> (Located, Bytes) {
+    if parts.len() == 1 {
+        return (at, parts.into_iter().next().unwrap_or_default());
+    }
+    let mut out = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    (at, out.freeze())
 }
 
 fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -412,6 +467,8 @@ where
         while i < entries.len() {
             let term = entries[i].log_id.leader_id.term;
             let mut batches = Vec::new();
+            // (Raft index, batches of the entry), in order.
+            let mut shape: Vec<(u64, usize)> = Vec::new();
             let mut j = i;
             while j < entries.len() && entries[j].log_id.leader_id.term == term {
                 let index = entries[j].log_id.index;
@@ -424,23 +481,32 @@ where
                     });
                 }
                 expected = Some(index + 1);
-                batches.push(entry_to_batch(&entries[j])?);
+                let entry_batches = entry_to_batches(&entries[j])?;
+                shape.push((index, entry_batches.len()));
+                batches.extend(entry_batches);
                 j += 1;
             }
             self.shared.log.append(&mut batches, term as i32)?;
             let mut window = self.shared.window.lock();
-            for b in &batches {
-                if let Some(at) = Located::from_header(b.header()) {
-                    if window
-                        .entries
-                        .back()
-                        .is_some_and(|b| b.index + 1 != at.index)
-                    {
-                        window.entries.clear();
-                    }
-                    window.entries.push_back(at);
-                    window.last = Some(at);
+            let mut k = 0;
+            for (index, n) in shape {
+                let (first, last) = (batches[k].header(), batches[k + n - 1].header());
+                k += n;
+                let at = Located {
+                    index,
+                    term,
+                    base_offset: first.base_offset,
+                    next_offset: last.next_offset(),
+                };
+                if window
+                    .entries
+                    .back()
+                    .is_some_and(|b| b.index + 1 != at.index)
+                {
+                    window.entries.clear();
                 }
+                window.entries.push_back(at);
+                window.last = Some(at);
             }
             while window.entries.len() > WINDOW {
                 window.entries.pop_front();

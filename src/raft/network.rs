@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::codec::{
-    StoredPayload, batch_to_entry, entry_to_batch, membership_from_json_str, membership_json,
+    StoredPayload, batch_to_entry, entry_bytes, membership_from_json_str, membership_json,
 };
 use super::{LogId, Node, NodeId, Vote, log_id};
 use crate::proto::v1 as pb;
@@ -126,7 +126,7 @@ where
     let entries = rpc
         .entries
         .iter()
-        .map(|e| entry_to_batch(e).map(|b| b.to_bytes()))
+        .map(entry_bytes)
         .collect::<Result<Vec<Bytes>, _>>()?;
     Ok(pb::RaftAppendRequest {
         group: group.to_string(),
@@ -148,8 +148,13 @@ where
         .entries
         .into_iter()
         .map(|bytes| {
-            crate::log::check_batch(&bytes)
-                .map_err(|e| Status::invalid_argument(format!("bad entry: {e}")))?;
+            // Every batch of the entry is checked (framing and CRC) before it is stored.
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let header = crate::log::check_batch(rest)
+                    .map_err(|e| Status::invalid_argument(format!("bad entry: {e}")))?;
+                rest = &rest[header.total_len()..];
+            }
             batch_to_entry::<C>(bytes)
                 .map_err(|e| Status::invalid_argument(format!("bad entry: {e}")))
         })

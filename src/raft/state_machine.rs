@@ -249,6 +249,24 @@ impl PartitionStateMachine {
     }
 }
 
+/// Offsets an entry's batches (back to back) cover.
+fn entry_span(mut bytes: &[u8]) -> Result<Appended, crate::log::BatchError> {
+    let first = BatchHeader::parse(bytes)?;
+    let mut next = first.next_offset();
+    loop {
+        let header = BatchHeader::parse(bytes)?;
+        next = next.max(header.next_offset());
+        bytes = bytes.get(header.total_len()..).unwrap_or(&[]);
+        if bytes.is_empty() {
+            break;
+        }
+    }
+    Ok(Appended {
+        base_offset: first.base_offset,
+        next_offset: next,
+    })
+}
+
 impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError<NodeId>> {
         let (last_applied, membership, n) = {
@@ -299,11 +317,8 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         let mut membership = None;
         for entry in entries {
             let reply = match &entry.payload {
-                EntryPayload::Normal(data) => match BatchHeader::parse(&data.0) {
-                    Ok(h) => Appended {
-                        base_offset: h.base_offset,
-                        next_offset: h.next_offset(),
-                    },
+                EntryPayload::Normal(data) => match entry_span(&data.0) {
+                    Ok(span) => span,
                     Err(e) => {
                         return Err(StorageIOError::apply(entry.log_id, AnyError::new(&e)).into());
                     }

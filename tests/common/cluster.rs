@@ -268,3 +268,30 @@ pub async fn check_replicas(
     }
     seen.unwrap_or_default()
 }
+
+/// Produces one record `<prefix>.<attempt>` to `topic/partition` through the cluster client,
+/// resending under a new value after an ambiguous failure (the connection died mid-request, so
+/// the earlier attempt may or may not be committed; a new value keeps acknowledged records
+/// unique). Returns the acknowledgement and the value acknowledged.
+pub async fn produce_unique(
+    client: &logbook::client::ClusterClient,
+    topic: &str,
+    partition: u32,
+    prefix: &str,
+) -> (pb::ProduceResponse, String) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let value = format!("{prefix}.{attempt}");
+        let record = logbook::log::NewRecord {
+            value: Some(bytes::Bytes::from(value.clone())),
+            timestamp_ms: 1,
+            ..Default::default()
+        };
+        match client.produce(topic, Some(partition), &[record]).await {
+            Ok(ack) => return (ack, value),
+            Err(e) if attempt < 20 => eprintln!("{prefix} attempt {attempt}: {e}"),
+            Err(e) => panic!("{prefix}: no acknowledgement after {attempt} attempts: {e}"),
+        }
+    }
+}
