@@ -257,7 +257,18 @@ async fn bench(opts: &ClusterBenchOptions, dir: &Path) -> Result<(), BenchError>
     let killed = nodes.remove(victim);
     let at = Instant::now();
     killed.kill();
-    cluster.produce("bench", Some(0), &[record]).await?;
+    // A request cut off by the kill is an error (it may or may not have been committed): the
+    // next attempt goes to whichever node leads by then.
+    loop {
+        match cluster
+            .produce("bench", Some(0), std::slice::from_ref(&record))
+            .await
+        {
+            Ok(_) => break,
+            Err(_) if at.elapsed() < Duration::from_secs(60) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
     let failover = at.elapsed();
     println!(
         "  leader failover:      {:.0} ms (SIGKILL to the first acknowledged produce; election timeout 1000-2000 ms)",

@@ -25,6 +25,8 @@ use crate::raft::{PartitionRaftHandle, RecordData};
 pub const MAX_IN_FLIGHT: usize = 2;
 /// Bytes of batches combined into one entry (a larger single request still goes alone).
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Longest wait for an entry's commit before its requests are answered UNAVAILABLE.
+pub const ENTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Requests that may wait for the combiner before `submit` waits.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -98,6 +100,31 @@ async fn run(
         while let Ok(q) = rx.try_recv() {
             held.push_back(q);
         }
+        // Not the leader (any more): answer at once with where the leader is, rather than
+        // queueing behind a group that will only refuse.
+        let not_leader = {
+            let m = raft.metrics().borrow().clone();
+            (m.state != openraft::ServerState::Leader).then(|| {
+                let addr = m.current_leader.and_then(|id| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                });
+                (m.current_leader, addr)
+            })
+        };
+        if let Some((leader_id, leader_addr)) = not_leader {
+            for q in held.drain(..) {
+                let _ = q.reply.send(Err(BrokerError::NotLeader {
+                    group: group.clone(),
+                    node_id,
+                    leader_id,
+                    leader_addr: leader_addr.clone(),
+                }));
+            }
+            continue;
+        }
         let mut bytes = BytesMut::new();
         let mut requests = Vec::new();
         while let Some(q) = held.front() {
@@ -113,9 +140,16 @@ async fn run(
         let (group, raft_closed) = (group.clone(), pending.is_err());
         let entry: InFlight = Box::pin(async move {
             let outcome = match pending {
-                Ok(rx) => rx
-                    .await
-                    .map_err(|_| BrokerError::Unavailable(format!("{group} stopped"))),
+                Ok(rx) => match tokio::time::timeout(ENTRY_TIMEOUT, rx).await {
+                    Ok(answer) => {
+                        answer.map_err(|_| BrokerError::Unavailable(format!("{group} stopped")))
+                    }
+                    // Leadership moved while the entry was in flight and nobody answers for it:
+                    // its fate is unknown, and the partition must not stall behind it.
+                    Err(_) => Err(BrokerError::Unavailable(format!(
+                        "{group}: not committed within {ENTRY_TIMEOUT:?} (leadership may have moved)"
+                    ))),
+                },
                 Err(e) => Err(BrokerError::Unavailable(e.to_string())),
             };
             match outcome {

@@ -112,7 +112,7 @@ impl RaftTiming {
             election_timeout_max: self.election_timeout_max_ms,
             // Snapshots are taken explicitly (retention, the snapshot store), never by count.
             snapshot_policy: openraft::SnapshotPolicy::Never,
-            max_payload_entries: 256,
+            max_payload_entries: 64,
             ..Default::default()
         };
         config

@@ -32,6 +32,8 @@ use super::{LogId, Node, NodeId, Vote, log_id};
 use crate::proto::v1 as pb;
 use crate::proto::v1::raft_service_client::RaftServiceClient;
 
+/// Most entry bytes in one AppendEntries RPC (a single larger entry still goes alone).
+pub const MAX_RPC_BYTES: usize = 4 << 20;
 /// Name of the metadata group.
 pub const META_GROUP: &str = "meta";
 
@@ -123,11 +125,19 @@ where
     C::D: StoredPayload,
     C::SnapshotData: SnapshotCodec,
 {
-    let entries = rpc
-        .entries
-        .iter()
-        .map(entry_bytes)
-        .collect::<Result<Vec<Bytes>, _>>()?;
+    // At most MAX_RPC_BYTES of entries (at least one): openraft gives an AppendEntries RPC one
+    // heartbeat interval, so a follower catching up gets bounded pieces rather than a payload
+    // that can never arrive in time. The caller reports the rest as a partial success.
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for e in &rpc.entries {
+        let encoded = entry_bytes(e)?;
+        if !entries.is_empty() && bytes + encoded.len() > MAX_RPC_BYTES {
+            break;
+        }
+        bytes += encoded.len();
+        entries.push(encoded);
+    }
     Ok(pb::RaftAppendRequest {
         group: group.to_string(),
         vote: Some(vote_to_pb(&rpc.vote)),
@@ -550,6 +560,7 @@ where
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         let message = append_to_pb(&self.group, &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
+        let sent = message.entries.len();
         let mut client = self
             .client()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
@@ -558,8 +569,15 @@ where
             .await
             .map_err(|s| self.rpc_error(s))?
             .into_inner();
-        append_response_from_pb(response)
-            .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))
+        let response = append_response_from_pb(response)
+            .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
+        // Only a prefix was sent: a success covers that prefix only.
+        Ok(match response {
+            AppendEntriesResponse::Success if sent < rpc.entries.len() => {
+                AppendEntriesResponse::PartialSuccess(Some(rpc.entries[sent - 1].log_id))
+            }
+            other => other,
+        })
     }
 
     async fn vote(
