@@ -5,21 +5,22 @@
 //! | module | owns | status |
 //! |---|---|---|
 //! | [`log`] | segments, mmap index, RecordBatch v2 framing and CRC, recovery, retention, compaction, group commit | built |
-//! | [`broker`] | topics and partitions (each a Raft group) on this node, node identity, produce/consume operations | built (single node) |
+//! | [`broker`] | this node's replicas (each a Raft group), the request combiner, the cluster runtime (`broker::node`: metadata group, formation, controller, reconciler, replacement), produce/consume operations | built |
 //! | [`server`] | tonic services (client API, health, reflection), error statuses, graceful shutdown | built |
-//! | [`client`] | client library (connect, produce, consume, streams) and the Kafka partitioner | built |
+//! | [`client`] | client library (one node, or a cluster with leader routing, replica reads and retries) and the Kafka partitioner | built |
 //! | [`cli`] | `topic`, `produce`, `consume` commands | built |
 //! | [`config`] | figment layering and validation | built |
 //! | [`proto`] | generated gRPC types | built |
-//! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`) |
+//! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`, `cluster`) |
 //! | [`raft`] | openraft type configs, log storage on top of `log`, partition state machine, gRPC network | built |
-//! | [`cluster`] | metadata group state machine and replica placement (gossip, controller, replacement: planned) | in progress |
+//! | [`cluster`] | gossip membership (serf), the metadata group's state machine, replica placement | built |
 //! | `snapshot` | snapshot manifests, `SnapshotStore` (S3, local dir), restore | planned |
 //! | `security` | rustls configs, casbin ACLs, certificate tool | planned |
 //! | `telemetry` | tracing, OTLP, metrics | planned |
 //!
-//! Dependencies run one way: `server`/`cluster` → `raft` → `log`; `snapshot` depends on `log`
-//! only; nothing depends on `server`. `main.rs` only parses the command line and wires parts.
+//! Dependencies run one way: `server` → `broker` → `cluster`/`raft` → `log`; `snapshot` will
+//! depend on `log` only; nothing depends on `server`. (One exception for now: `cluster`'s
+//! metadata uses `broker::TopicSettings`.) `main.rs` only parses the command line and wires parts.
 
 pub mod bench;
 pub mod broker;
