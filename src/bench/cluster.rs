@@ -89,7 +89,14 @@ impl Node {
         self.child.id()
     }
 
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Node {
+    /// A node never outlives the benchmark, whichever way it ends.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
