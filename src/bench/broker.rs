@@ -110,7 +110,7 @@ struct RssSampler {
 }
 
 /// `RssAnon` of `pid` in kB.
-fn anon_rss_kb(pid: u32) -> Option<u64> {
+pub(super) fn anon_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

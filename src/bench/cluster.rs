@@ -171,16 +171,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// `RssAnon` of `pid`, MB.
 fn anon_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    super::broker::anon_rss_kb(pid).unwrap_or(0) as f64 / 1024.0
 }
 
 fn load_options(opts: &ClusterBenchOptions, data_dir: PathBuf) -> BrokerBenchOptions {

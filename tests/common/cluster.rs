@@ -72,21 +72,7 @@ impl Cluster {
     /// Starts (or restarts, on its data directory and gossip address) node `slot`.
     pub fn start_node(&mut self, slot: usize) {
         let seeds = self.gossip.join(",");
-        let expect = self.expect.to_string();
-        let mut args: Vec<&str> = vec![
-            "--gossip-addr",
-            &self.gossip[slot],
-            "--join",
-            &seeds,
-            "--bootstrap-expect",
-            &expect,
-        ];
-        args.extend(FAST_RAFT);
-        args.extend(self.extra.iter().map(String::as_str));
-        self.nodes[slot] = Some(BrokerProcess::start(
-            &self.dir.join(format!("node{slot}")),
-            &args,
-        ));
+        self.nodes[slot] = Some(self.launch(slot, &seeds, &[]));
     }
 
     /// Starts a brand-new node (empty data directory `node<slot>`, new gossip port, extra
@@ -95,23 +81,27 @@ impl Cluster {
         let slot = self.nodes.len();
         let seeds = self.gossip.join(",");
         self.gossip.push(format!("127.0.0.1:{}", free_port()));
+        let node = self.launch(slot, &seeds, extra);
+        self.nodes.push(Some(node));
+        slot
+    }
+
+    /// Runs node `slot` on `node<slot>` with its gossip address, `seeds` and the flags every
+    /// node gets, plus `extra`.
+    fn launch(&self, slot: usize, seeds: &str, extra: &[&str]) -> BrokerProcess {
         let expect = self.expect.to_string();
         let mut args: Vec<&str> = vec![
             "--gossip-addr",
             &self.gossip[slot],
             "--join",
-            &seeds,
+            seeds,
             "--bootstrap-expect",
             &expect,
         ];
         args.extend(FAST_RAFT);
         args.extend(self.extra.iter().map(String::as_str));
         args.extend(extra);
-        self.nodes.push(Some(BrokerProcess::start(
-            &self.dir.join(format!("node{slot}")),
-            &args,
-        )));
-        slot
+        BrokerProcess::start(&self.dir.join(format!("node{slot}")), &args)
     }
 
     /// Stops node `slot` with SIGTERM (a graceful shutdown) and waits for it to exit.
