@@ -80,7 +80,9 @@ pub struct BrokerConfig {
     pub dead_node_grace_ms: u64,
     /// Raft heartbeat interval of every group.
     pub raft_heartbeat_ms: u64,
-    /// Shortest Raft election timeout (the longest is twice this).
+    /// Shortest Raft election timeout (the longest is 1.5 times this). A follower that loses
+    /// its leader waits the longest timeout (the leader's lease) plus a random one before it
+    /// campaigns, so failover takes about 2.5 times this.
     pub raft_election_timeout_ms: u64,
 }
 
@@ -111,7 +113,7 @@ impl Default for BrokerConfig {
             replication_factor: 3,
             dead_node_grace_ms: 30_000,
             raft_heartbeat_ms: 250,
-            raft_election_timeout_ms: 1000,
+            raft_election_timeout_ms: 800,
         }
     }
 }
@@ -226,7 +228,7 @@ impl BrokerConfig {
         crate::raft::RaftTiming {
             heartbeat_ms: self.raft_heartbeat_ms,
             election_timeout_min_ms: self.raft_election_timeout_ms,
-            election_timeout_max_ms: self.raft_election_timeout_ms * 2,
+            election_timeout_max_ms: self.raft_election_timeout_ms * 3 / 2,
         }
     }
 
@@ -337,7 +339,7 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Shortest Raft election timeout, ms (the longest is twice this) [default: 1000]
+    /// Shortest Raft election timeout, ms (the longest is 1.5 times this) [default: 800]
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_election_timeout_ms: Option<u64>,

@@ -269,7 +269,7 @@ async fn bench(opts: &ClusterBenchOptions, dir: &Path) -> Result<(), BenchError>
     }
     let failover = at.elapsed();
     println!(
-        "  leader failover:      {:.0} ms (SIGKILL to the first acknowledged produce; election timeout 1000-2000 ms)",
+        "  leader failover:      {:.0} ms (SIGKILL to the first acknowledged produce; default election timeout 800-1200 ms, plus the 1200 ms lease)",
         failover.as_secs_f64() * 1e3
     );
     for n in nodes {

@@ -3,7 +3,7 @@
 //! the metadata and retry on `NOT_LEADER` (FAILED_PRECONDITION with the leader's address in
 //! the details) and UNAVAILABLE until a deadline.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -200,6 +200,45 @@ impl ClusterClient {
         routes.nodes.get(leader).cloned()
     }
 
+    /// The address of a replica of the partition other than those in `avoid` (the next one
+    /// round-robin): a follower that knows the leader after an election answers NOT_LEADER
+    /// with its address before the metadata has caught up.
+    pub fn replica_avoiding(
+        &self,
+        topic: &str,
+        partition: u32,
+        avoid: &HashSet<String>,
+    ) -> Option<String> {
+        let routes = self.routes.lock();
+        let (_, replicas) = routes.partitions.get(&(topic.to_string(), partition))?;
+        let live: Vec<&String> = replicas
+            .iter()
+            .filter_map(|id| routes.nodes.get(id))
+            .filter(|addr| !avoid.contains(*addr))
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        Some(live[self.next.fetch_add(1, Ordering::Relaxed) % live.len()].clone())
+    }
+
+    /// Where a request for the partition goes: `preferred` unless it failed to answer in
+    /// this call (`avoid`), else another replica, else `preferred` all the same.
+    fn route_avoiding(
+        &self,
+        preferred: Option<String>,
+        topic: &str,
+        partition: u32,
+        avoid: &HashSet<String>,
+    ) -> Option<String> {
+        match preferred {
+            Some(addr) if avoid.contains(&addr) => self
+                .replica_avoiding(topic, partition, avoid)
+                .or(Some(addr)),
+            other => other,
+        }
+    }
+
     /// The address a consume of the partition goes to next (per the read policy).
     pub fn reader(&self, topic: &str, partition: u32) -> Option<String> {
         let routes = self.routes.lock();
@@ -216,10 +255,11 @@ impl ClusterClient {
 
     /// Runs `call` against the node `pick` chooses, following NOT_LEADER hints and refreshing
     /// the metadata on failures, until it succeeds, fails for good, or [`RETRY_FOR`] passes.
+    /// `pick` is told which addresses did not answer during this call.
     async fn with_retries<T, F, Fut>(
         &self,
         idempotent: bool,
-        mut pick: impl FnMut(&Self) -> Option<String>,
+        mut pick: impl FnMut(&Self, &HashSet<String>) -> Option<String>,
         mut call: F,
     ) -> Result<T>
     where
@@ -228,8 +268,9 @@ impl ClusterClient {
     {
         let deadline = Instant::now() + RETRY_FOR;
         let mut hinted: Option<String> = None;
+        let mut unreachable: HashSet<String> = HashSet::new();
         loop {
-            let target = hinted.take().or_else(|| pick(self));
+            let target = hinted.take().or_else(|| pick(self, &unreachable));
             let outcome = match &target {
                 Some(addr) => match self.node(addr).await {
                     Ok(c) => call(c).await,
@@ -255,6 +296,7 @@ impl ClusterClient {
                 // or not this call is retried.
                 if let Some(addr) = &target {
                     self.connections.lock().remove(addr);
+                    unreachable.insert(addr.clone());
                 }
                 let _ = self.refresh().await;
             }
@@ -265,7 +307,9 @@ impl ClusterClient {
                 }
                 Err(e) => {
                     if let ClientError::Status(s) = &e {
-                        hinted = leader_hint(s);
+                        // A hint at a node that just failed to answer is stale (the
+                        // follower has not noticed yet): wait as if there were none.
+                        hinted = leader_hint(s).filter(|addr| !unreachable.contains(addr));
                     }
                     if hinted.is_none() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -297,7 +341,7 @@ impl ClusterClient {
         let request = super::produce_request(topic, Some(partition), records)?;
         self.with_retries(
             false,
-            |c| c.leader(topic, partition),
+            |c, avoid| c.route_avoiding(c.leader(topic, partition), topic, partition, avoid),
             |mut client| {
                 let request = request.clone();
                 async move {
@@ -330,7 +374,7 @@ impl ClusterClient {
         let leader = self.leader(topic, partition);
         self.with_retries(
             true,
-            |c| c.reader(topic, partition),
+            |c, avoid| c.route_avoiding(c.reader(topic, partition), topic, partition, avoid),
             |mut client| {
                 let leader = leader.clone();
                 async move {

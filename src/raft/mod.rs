@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -91,8 +92,8 @@ impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
             heartbeat_ms: 250,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            election_timeout_min_ms: 800,
+            election_timeout_max_ms: 1200,
         }
     }
 }

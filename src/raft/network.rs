@@ -2,8 +2,9 @@
 //! tonic service routing each request to its group by name). Entries travel as their stored
 //! batches, so a follower writes exactly the bytes the leader stored.
 //!
-//! Connections: one HTTP/2 channel per peer address, shared by every group. Each group's
-//! heartbeat is its own (small) RPC on that channel.
+//! Connections: one HTTP/2 channel per peer address, shared by every group. AppendEntries
+//! without entries (heartbeats) of all groups bound for one peer are coalesced into batch RPCs
+//! (see [`super::heartbeat`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ use tonic::{Request, Response, Status};
 use super::codec::{
     StoredPayload, batch_to_entry, entry_bytes, membership_from_json_str, membership_json,
 };
+use super::heartbeat::Heartbeats;
 use super::{LogId, Node, NodeId, Vote, log_id};
 use crate::proto::v1 as pb;
 use crate::proto::v1::raft_service_client::RaftServiceClient;
@@ -390,24 +392,38 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
         &self,
         request: Request<pb::RaftAppendBatchRequest>,
     ) -> Result<Response<pb::RaftAppendBatchResponse>, Status> {
-        let requests = request.into_inner().requests;
-        let outcomes = futures_util::future::join_all(requests.into_iter().map(|req| async move {
-            let result = match self.groups.get(&req.group) {
-                Ok(group) => group.append(req).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(response) => pb::RaftAppendOutcome {
-                    response: Some(response),
-                    error: String::new(),
-                },
-                Err(status) => pb::RaftAppendOutcome {
-                    response: None,
-                    error: status.message().to_string(),
-                },
-            }
-        }))
-        .await;
+        let batch = request.into_inner();
+        let limit = (batch.group_timeout_ms > 0)
+            .then(|| Duration::from_millis(u64::from(batch.group_timeout_ms)));
+        let outcomes =
+            futures_util::future::join_all(batch.requests.into_iter().map(|req| async move {
+                let result = match self.groups.get(&req.group) {
+                    Ok(group) => match limit {
+                        Some(limit) => tokio::time::timeout(limit, group.append(req))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Status::deadline_exceeded(format!(
+                                    "the group took longer than {limit:?}"
+                                )))
+                            }),
+                        None => group.append(req).await,
+                    },
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(response) => pb::RaftAppendOutcome {
+                        response: Some(response),
+                        error: String::new(),
+                        code: 0,
+                    },
+                    Err(status) => pb::RaftAppendOutcome {
+                        response: None,
+                        error: status.message().to_string(),
+                        code: status.code() as i32,
+                    },
+                }
+            }))
+            .await;
         Ok(Response::new(pb::RaftAppendBatchResponse { outcomes }))
     }
 }
@@ -419,6 +435,8 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
 pub struct Channels {
     channels: RwLock<HashMap<String, Channel>>,
     addresses: RwLock<HashMap<NodeId, String>>,
+    /// Heartbeats gathered per peer address.
+    heartbeats: Heartbeats,
 }
 
 impl Channels {
@@ -522,9 +540,15 @@ impl<C> PeerClient<C> {
         }
     }
 
-    fn client(&self) -> Result<RaftServiceClient<Channel>, PeerError> {
+    /// The peer's current address and the channel to it.
+    fn channel(&self) -> Result<(String, Channel), PeerError> {
         let addr = self.channels.address_of(self.target, &self.addr);
         let channel = self.channels.get(&addr).map_err(|e| self.error(e))?;
+        Ok((addr, channel))
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, PeerError> {
+        let (_, channel) = self.channel()?;
         Ok(RaftServiceClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
@@ -561,14 +585,25 @@ where
         let message = append_to_pb(&self.group, &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
         let sent = message.entries.len();
-        let mut client = self
-            .client()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let response = client
-            .append_entries(with_deadline(message, &option))
-            .await
-            .map_err(|s| self.rpc_error(s))?
-            .into_inner();
+        let response = if sent == 0 {
+            let (addr, channel) = self
+                .channel()
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            self.channels
+                .heartbeats
+                .send(&addr, &channel, message, option.hard_ttl())
+                .await
+                .map_err(|s| self.rpc_error(s))?
+        } else {
+            let mut client = self
+                .client()
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            client
+                .append_entries(with_deadline(message, &option))
+                .await
+                .map_err(|s| self.rpc_error(s))?
+                .into_inner()
+        };
         let response = append_response_from_pb(response)
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
         // Only a prefix was sent: a success covers that prefix only.

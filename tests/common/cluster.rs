@@ -181,6 +181,19 @@ where
 
 /// The leader's address of `topic/partition` per the metadata of the node at `via`.
 pub async fn leader_addr(via: &str, topic: &str, partition: u32) -> Option<String> {
+    // The node's metadata may not name a leader yet (its copy lags, or an election runs):
+    // wait for one, for a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = named_leader(via, topic, partition).await;
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn named_leader(via: &str, topic: &str, partition: u32) -> Option<String> {
     let mut client = Client::connect(via).await.ok()?;
     let metadata = client.metadata().await.ok()?;
     let leader = metadata
