@@ -22,7 +22,7 @@ use crate::log::ValidatedBatch;
 use crate::raft::{PartitionRaftHandle, RecordData};
 
 /// Entries handed to Raft and not yet committed, per partition.
-pub const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Bytes of batches combined into one entry (a larger single request still goes alone).
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Longest wait for an entry's commit before its requests are answered UNAVAILABLE.
