@@ -27,6 +27,8 @@ pub enum ReadFrom {
 
 /// How long a call keeps retrying through elections and failovers.
 pub const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long an address that failed to answer is avoided within one call.
+pub const AVOID_FOR: Duration = Duration::from_secs(1);
 /// How long one produce request waits for its acknowledgement.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -268,8 +270,12 @@ impl ClusterClient {
     {
         let deadline = Instant::now() + RETRY_FOR;
         let mut hinted: Option<String> = None;
-        let mut unreachable: HashSet<String> = HashSet::new();
+        // Addresses that failed to answer, and when: avoided for [`AVOID_FOR`] (a node can
+        // come back, or still lead after a lost connection).
+        let mut failed_at: HashMap<String, Instant> = HashMap::new();
         loop {
+            failed_at.retain(|_, at| at.elapsed() < AVOID_FOR);
+            let unreachable: HashSet<String> = failed_at.keys().cloned().collect();
             let target = hinted.take().or_else(|| pick(self, &unreachable));
             let outcome = match &target {
                 Some(addr) => match self.node(addr).await {
@@ -296,7 +302,7 @@ impl ClusterClient {
                 // or not this call is retried.
                 if let Some(addr) = &target {
                     self.connections.lock().remove(addr);
-                    unreachable.insert(addr.clone());
+                    failed_at.insert(addr.clone(), Instant::now());
                 }
                 let _ = self.refresh().await;
             }
@@ -309,7 +315,7 @@ impl ClusterClient {
                     if let ClientError::Status(s) = &e {
                         // A hint at a node that just failed to answer is stale (the
                         // follower has not noticed yet): wait as if there were none.
-                        hinted = leader_hint(s).filter(|addr| !unreachable.contains(addr));
+                        hinted = leader_hint(s).filter(|addr| !failed_at.contains_key(addr));
                     }
                     if hinted.is_none() {
                         tokio::time::sleep(Duration::from_millis(100)).await;

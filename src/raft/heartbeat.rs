@@ -1,10 +1,13 @@
-//! Coalescing heartbeats: AppendEntries without entries (heartbeats, commit-index updates and
-//! log probes) of every group bound for the same peer are gathered for up to
-//! [`HEARTBEAT_WINDOW`] and sent as one `AppendEntriesBatch` RPC. With 1,000 groups between
-//! two nodes, that is a few RPCs per heartbeat interval instead of one per group.
+//! Coalescing heartbeats: pure keep-alives (AppendEntries without entries that tell the peer
+//! nothing it has not acknowledged: same vote, same matched log id, same commit index) of every
+//! group bound for the same peer are gathered for up to [`HEARTBEAT_WINDOW`] and sent as one
+//! `AppendEntriesBatch` RPC. With 1,000 groups between two nodes, that is a few RPCs per
+//! heartbeat interval instead of one per group.
 //!
-//! Entries still go one RPC per group: they are large, and a group's replication must not wait
-//! behind another's.
+//! Everything else goes one RPC per group at once: entries (large, and a group's replication
+//! must not wait behind another's), commit-index updates and log probes (a replication stream
+//! sends nothing else until they are answered). A slow group holds its batch's answer up for at
+//! most [`MAX_GROUP_WAIT`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +23,9 @@ use crate::proto::v1::raft_service_client::RaftServiceClient;
 
 /// How long the first heartbeat for a peer waits for others to join its batch.
 pub const HEARTBEAT_WINDOW: Duration = Duration::from_millis(10);
+/// Longest a peer may take over one group of a batch before it answers that group
+/// DEADLINE_EXCEEDED (a keep-alive missed, retried at the next heartbeat).
+pub const MAX_GROUP_WAIT: Duration = Duration::from_millis(50);
 /// Most groups in one batch RPC (the rest go in the next).
 pub const MAX_HEARTBEAT_BATCH: usize = 4096;
 
@@ -55,6 +61,7 @@ impl Heartbeats {
             reply,
         };
         // A batcher whose task ended (its runtime went away) is replaced once.
+        let mut queued = false;
         for _ in 0..2 {
             let sender = {
                 let mut peers = self.peers.lock();
@@ -68,12 +75,20 @@ impl Heartbeats {
                     .clone()
             };
             match sender.send(pending) {
-                Ok(()) => break,
+                Ok(()) => {
+                    queued = true;
+                    break;
+                }
                 Err(mpsc::error::SendError(back)) => {
                     pending = back;
                     self.peers.lock().remove(addr);
                 }
             }
+        }
+        if !queued {
+            return Err(Status::unavailable(
+                "heartbeat batcher could not be started",
+            ));
         }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
@@ -106,6 +121,12 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, channel: Channel) {
 
 async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Pending>) {
     let now = Instant::now();
+    // Heartbeats whose group gave up already are not sent (nor allowed to shorten the batch's
+    // deadline).
+    let batch: Vec<Pending> = batch
+        .into_iter()
+        .filter(|p| !p.reply.is_closed() && p.deadline > now)
+        .collect();
     let Some(deadline) = batch.iter().map(|p| p.deadline).min() else {
         return;
     };
@@ -118,8 +139,12 @@ async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Pending>)
     let timeout = deadline
         .saturating_duration_since(now)
         .max(Duration::from_millis(1));
-    // Each group gets most of the time; the rest is for the answer's way back.
-    let group_timeout_ms = (timeout.as_millis() * 4 / 5).clamp(1, u128::from(u32::MAX)) as u32;
+    // Each group gets most of the time (the rest is for the answer's way back) but at most
+    // [`MAX_GROUP_WAIT`]: the whole batch is answered when its slowest group is.
+    let group_timeout_ms = (timeout * 4 / 5)
+        .min(MAX_GROUP_WAIT)
+        .as_millis()
+        .clamp(1, u128::from(u32::MAX)) as u32;
     let mut request = tonic::Request::new(pb::RaftAppendBatchRequest {
         requests,
         group_timeout_ms,
@@ -133,6 +158,10 @@ async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Pending>)
                     Some(pb::RaftAppendOutcome {
                         response: Some(r), ..
                     }) => Ok(r),
+                    Some(o) if o.code == 0 => Err(Status::unavailable(format!(
+                        "the peer answered no response and no error code: {}",
+                        o.error
+                    ))),
                     Some(o) => Err(Status::new(tonic::Code::from(o.code), o.error)),
                     None => Err(Status::internal(
                         "the peer answered fewer heartbeats than sent",
@@ -152,87 +181,9 @@ async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Pending>)
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio_stream::wrappers::TcpListenerStream;
-    use tonic::{Request, Response};
 
     use super::*;
-    use crate::proto::v1::raft_service_server::{RaftService, RaftServiceServer};
-
-    /// A peer that answers each group of a batch with a vote whose term is the number in the
-    /// group's name (so every caller can tell its own answer), fails groups named `missing`,
-    /// and counts the RPCs it gets.
-    #[derive(Default)]
-    struct CountingPeer {
-        batches: AtomicUsize,
-        singles: AtomicUsize,
-    }
-
-    fn answer(group: &str) -> Result<pb::RaftAppendResponse, Status> {
-        let term: u64 = group
-            .parse()
-            .map_err(|_| Status::not_found(format!("no group {group}")))?;
-        Ok(pb::RaftAppendResponse {
-            result: Some(pb::raft_append_response::Result::HigherVote(pb::RaftVote {
-                term,
-                ..Default::default()
-            })),
-        })
-    }
-
-    #[tonic::async_trait]
-    impl RaftService for Arc<CountingPeer> {
-        async fn append_entries(
-            &self,
-            request: Request<pb::RaftAppendRequest>,
-        ) -> Result<Response<pb::RaftAppendResponse>, Status> {
-            self.singles.fetch_add(1, Ordering::SeqCst);
-            answer(&request.into_inner().group).map(Response::new)
-        }
-        async fn vote(
-            &self,
-            _: Request<pb::RaftVoteRequest>,
-        ) -> Result<Response<pb::RaftVoteResponse>, Status> {
-            Err(Status::unimplemented("vote"))
-        }
-        async fn install_snapshot(
-            &self,
-            _: Request<pb::RaftSnapshotRequest>,
-        ) -> Result<Response<pb::RaftSnapshotResponse>, Status> {
-            Err(Status::unimplemented("install_snapshot"))
-        }
-        async fn append_entries_batch(
-            &self,
-            request: Request<pb::RaftAppendBatchRequest>,
-        ) -> Result<Response<pb::RaftAppendBatchResponse>, Status> {
-            self.batches.fetch_add(1, Ordering::SeqCst);
-            let outcomes = request
-                .into_inner()
-                .requests
-                .iter()
-                .map(|r| match answer(&r.group) {
-                    Ok(response) => pb::RaftAppendOutcome {
-                        response: Some(response),
-                        error: String::new(),
-                        code: 0,
-                    },
-                    Err(s) => pb::RaftAppendOutcome {
-                        response: None,
-                        error: s.message().to_string(),
-                        code: s.code() as i32,
-                    },
-                })
-                .collect();
-            Ok(Response::new(pb::RaftAppendBatchResponse { outcomes }))
-        }
-        async fn propose_meta(
-            &self,
-            _: Request<pb::MetaProposal>,
-        ) -> Result<Response<pb::MetaProposalResult>, Status> {
-            Err(Status::unimplemented("propose_meta"))
-        }
-    }
+    use crate::raft::test_peer::CountingPeer;
 
     fn heartbeat(group: &str) -> pb::RaftAppendRequest {
         pb::RaftAppendRequest {
@@ -250,14 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeats_of_many_groups_share_rpcs_and_get_their_own_answers() {
-        let peer = Arc::new(CountingPeer::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftServiceServer::new(peer.clone()))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        let (peer, addr, server) = CountingPeer::start().await;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();
@@ -286,13 +230,13 @@ mod tests {
                 "group {g} got another group's answer"
             );
         }
-        let batches = peer.batches.load(Ordering::SeqCst);
+        let batches = peer.batches();
         assert!(batches >= 1, "no batch RPC was made");
         assert!(
             batches <= 10,
             "{groups} heartbeats took {batches} batch RPCs: they were not coalesced"
         );
-        assert_eq!(peer.singles.load(Ordering::SeqCst), 0);
+        assert_eq!(peer.singles(), 0);
 
         // A group the peer does not have fails alone, with the peer's code.
         let (ok, missing) = tokio::join!(

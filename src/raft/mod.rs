@@ -25,6 +25,8 @@ pub mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+#[cfg(test)]
+mod test_peer;
 
 use bytes::Bytes;
 

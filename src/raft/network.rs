@@ -501,6 +501,11 @@ pub struct PeerClient<C> {
     /// The address in the group's membership (used if the address book has none).
     addr: String,
     channels: Arc<Channels>,
+    /// What the peer last acknowledged on this replication stream: (vote, matched log id,
+    /// leader commit). An AppendEntries without entries that changes none of them is a pure
+    /// keep-alive and may wait for a batch; one that carries news (a new commit index, a probe)
+    /// goes at once, since the stream sends nothing else until it is answered.
+    acknowledged: Option<(Vote, Option<LogId>, Option<LogId>)>,
     _types: PhantomData<C>,
 }
 
@@ -517,6 +522,7 @@ where
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            acknowledged: None,
             _types: PhantomData,
         }
     }
@@ -554,11 +560,14 @@ impl<C> PeerClient<C> {
             .max_encoding_message_size(usize::MAX))
     }
 
-    /// Unreachable (back off) for connection problems and unknown groups, else a network error.
+    /// Unreachable (back off) for connection problems and unknown groups, else a network error
+    /// (retried at the next heartbeat).
     fn rpc_error<E: std::error::Error>(&self, status: Status) -> RPCError<NodeId, Node, E> {
         let error = self.error(format!("{}: {}", status.code(), status.message()));
         match status.code() {
-            tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::DeadlineExceeded => {
+            // A peer that is slow (DEADLINE_EXCEEDED) is not backed off from: openraft retries
+            // a network error at the next heartbeat, but waits 500 ms after an unreachable one.
+            tonic::Code::Unavailable | tonic::Code::NotFound => {
                 RPCError::Unreachable(Unreachable::new(&error))
             }
             _ => RPCError::Network(NetworkError::new(&error)),
@@ -585,7 +594,9 @@ where
         let message = append_to_pb(&self.group, &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
         let sent = message.entries.len();
-        let response = if sent == 0 {
+        let keep_alive = sent == 0
+            && self.acknowledged.as_ref() == Some(&(rpc.vote, rpc.prev_log_id, rpc.leader_commit));
+        let response = if keep_alive {
             let (addr, channel) = self
                 .channel()
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
@@ -607,12 +618,20 @@ where
         let response = append_response_from_pb(response)
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
         // Only a prefix was sent: a success covers that prefix only.
-        Ok(match response {
+        let response = match response {
             AppendEntriesResponse::Success if sent < rpc.entries.len() => {
                 AppendEntriesResponse::PartialSuccess(Some(rpc.entries[sent - 1].log_id))
             }
             other => other,
-        })
+        };
+        self.acknowledged = match &response {
+            AppendEntriesResponse::Success => {
+                let matched = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+                Some((rpc.vote, matched, rpc.leader_commit))
+            }
+            _ => None,
+        };
+        Ok(response)
     }
 
     async fn vote(
@@ -669,5 +688,52 @@ where
             })?
             .into_inner();
         Ok(SnapshotResponse::new(vote_from_pb(response.vote)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::PartitionRaft;
+    use crate::raft::test_peer::CountingPeer;
+
+    fn request(commit: Option<u64>) -> AppendEntriesRequest<PartitionRaft> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id(3, 10)),
+            leader_commit: commit.map(|i| log_id(3, i)),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Only keep-alives that tell the peer nothing new wait for a batch: the first request of
+    /// a stream and a new commit index go at once (the stream sends nothing else meanwhile).
+    #[tokio::test]
+    async fn only_pure_keep_alives_are_batched() {
+        let (peer, addr, server) = CountingPeer::start().await;
+        let channels = Arc::new(Channels::default());
+        let mut network = PeerNetwork::<PartitionRaft>::new("ok".to_string(), channels);
+        let node = Node { addr: addr.clone() };
+        let mut client = network.new_client(2, &node).await;
+        let option = || RPCOption::new(Duration::from_secs(5));
+
+        let counts = |peer: &CountingPeer| (peer.singles(), peer.batches());
+        // Nothing acknowledged yet on this stream: sent at once.
+        let r = client.append_entries(request(Some(8)), option()).await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        assert_eq!(counts(&peer), (1, 0));
+        // The same again: a keep-alive, batched.
+        let r = client.append_entries(request(Some(8)), option()).await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        assert_eq!(counts(&peer), (1, 1));
+        // A new commit index: at once.
+        let r = client.append_entries(request(Some(9)), option()).await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        assert_eq!(counts(&peer), (2, 1));
+        // Acknowledged, so the next is a keep-alive again.
+        let r = client.append_entries(request(Some(9)), option()).await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        assert_eq!(counts(&peer), (2, 2));
+        server.abort();
     }
 }
