@@ -19,8 +19,8 @@
 //! | `telemetry` | tracing, OTLP, metrics | planned |
 //!
 //! Dependencies run one way: `server` → `broker` → `cluster`/`raft` → `log`; `snapshot` will
-//! depend on `log` only; nothing depends on `server`. (One exception for now: `cluster`'s
-//! metadata uses `broker::TopicSettings`.) `main.rs` only parses the command line and wires parts.
+//! depend on `log` only; nothing depends on `server`. `main.rs` only parses the command line and
+//! wires parts.
 
 pub mod bench;
 pub mod broker;

@@ -103,6 +103,15 @@ pub enum BrokerError {
     },
 }
 
+impl From<crate::cluster::metadata::InvalidTopicSetting> for BrokerError {
+    fn from(e: crate::cluster::metadata::InvalidTopicSetting) -> Self {
+        BrokerError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 fn leader_hint(id: &Option<u64>, addr: &Option<String>) -> String {
     match (id, addr) {
         (Some(id), Some(addr)) => format!("; the leader is node {id} at {addr}"),

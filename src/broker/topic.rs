@@ -1,4 +1,5 @@
-//! Topic settings and the partition replicas on this node.
+//! The partition replicas on this node (topic settings are defined with the cluster metadata
+//! and re-exported here).
 //!
 //! ```text
 //! <data_dir>/topics/<topic>/<partition>/ a replica: its PartitionLog, raft.json, applied.json
@@ -12,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::BrokerError;
-use crate::config::limit;
-use crate::log::{CleanupPolicy, LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch};
+pub use crate::cluster::metadata::TopicSettings;
+use crate::log::{LogConfig, LogError, Maintenance, PartitionLog, ValidatedBatch};
 use crate::raft::{
     Channels, LogStore, Node, NodeId, PartitionRaft, PartitionRaftHandle, PartitionStateMachine,
     PeerNetwork, RaftGroups, RaftTiming,
@@ -27,53 +27,6 @@ use crate::raft::{
 const DISK_RESERVE_BYTES: u64 = 256 << 10;
 /// Longest topic name (Kafka's limit).
 const MAX_NAME_LEN: usize = 249;
-
-/// A topic's persisted settings: the partition count and overrides of the broker defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicSettings {
-    /// Number of partitions.
-    pub partitions: u32,
-    /// Size retention per partition (-1: none); broker default when absent.
-    pub retention_bytes: Option<i64>,
-    /// Time retention in ms (-1: none); broker default when absent.
-    pub retention_ms: Option<i64>,
-    /// Cleanup policy; broker default when absent.
-    pub cleanup_policy: Option<CleanupPolicy>,
-    /// Largest record batch; broker default when absent.
-    pub max_batch_bytes: Option<u64>,
-    /// Segment size; broker default when absent.
-    pub segment_max_bytes: Option<u64>,
-}
-
-impl TopicSettings {
-    /// The partitions' log settings: `defaults` with this topic's overrides.
-    pub fn log_config(&self, defaults: &LogConfig) -> Result<LogConfig, BrokerError> {
-        let invalid = |field, reason: String| BrokerError::InvalidArgument { field, reason };
-        let mut config = defaults.clone();
-        if let Some(v) = self.retention_bytes {
-            config.retention_bytes =
-                limit(v, "retention_bytes").map_err(|r| invalid("retention_bytes", r))?;
-        }
-        if let Some(v) = self.retention_ms {
-            config.retention_ms =
-                limit(v, "retention_ms").map_err(|r| invalid("retention_ms", r))?;
-        }
-        if let Some(v) = self.cleanup_policy {
-            config.cleanup_policy = v;
-        }
-        if let Some(v) = self.max_batch_bytes {
-            config.max_batch_bytes = v;
-        }
-        if let Some(v) = self.segment_max_bytes {
-            config.segment_max_bytes = v;
-        }
-        config
-            .validate()
-            .map_err(|e| invalid("config", e.to_string()))?;
-        Ok(config)
-    }
-}
 
 /// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {

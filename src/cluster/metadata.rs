@@ -16,10 +16,67 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::broker::TopicSettings;
-use crate::log::{LogError, ValidatedBatch};
+use crate::config::limit;
+use crate::log::{CleanupPolicy, LogConfig, LogError, ValidatedBatch};
 use crate::raft::codec::{StoredPayload, json_batch, json_from_batch};
 use crate::raft::{LogId, Node, NodeId, StoredMembership};
+
+/// A topic's persisted settings: the partition count and overrides of the broker defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Size retention per partition (-1: none); broker default when absent.
+    pub retention_bytes: Option<i64>,
+    /// Time retention in ms (-1: none); broker default when absent.
+    pub retention_ms: Option<i64>,
+    /// Cleanup policy; broker default when absent.
+    pub cleanup_policy: Option<CleanupPolicy>,
+    /// Largest record batch; broker default when absent.
+    pub max_batch_bytes: Option<u64>,
+    /// Segment size; broker default when absent.
+    pub segment_max_bytes: Option<u64>,
+}
+
+impl TopicSettings {
+    /// The partitions' log settings: `defaults` with this topic's overrides.
+    pub fn log_config(&self, defaults: &LogConfig) -> Result<LogConfig, InvalidTopicSetting> {
+        let invalid = |field, reason: String| InvalidTopicSetting { field, reason };
+        let mut config = defaults.clone();
+        if let Some(v) = self.retention_bytes {
+            config.retention_bytes =
+                limit(v, "retention_bytes").map_err(|r| invalid("retention_bytes", r))?;
+        }
+        if let Some(v) = self.retention_ms {
+            config.retention_ms =
+                limit(v, "retention_ms").map_err(|r| invalid("retention_ms", r))?;
+        }
+        if let Some(v) = self.cleanup_policy {
+            config.cleanup_policy = v;
+        }
+        if let Some(v) = self.max_batch_bytes {
+            config.max_batch_bytes = v;
+        }
+        if let Some(v) = self.segment_max_bytes {
+            config.segment_max_bytes = v;
+        }
+        config
+            .validate()
+            .map_err(|e| invalid("config", e.to_string()))?;
+        Ok(config)
+    }
+}
+
+/// A topic setting that does not make a valid log configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidTopicSetting {
+    /// The setting.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 openraft::declare_raft_types!(
     /// Type configuration of the metadata group (its commands are JSON in one-record batches).
