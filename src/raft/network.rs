@@ -410,21 +410,28 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
                     },
                     Err(e) => Err(e),
                 };
-                match result {
-                    Ok(response) => pb::RaftAppendOutcome {
-                        response: Some(response),
-                        error: String::new(),
-                        code: 0,
-                    },
-                    Err(status) => pb::RaftAppendOutcome {
-                        response: None,
-                        error: status.message().to_string(),
-                        code: status.code() as i32,
-                    },
-                }
+                append_outcome(result)
             }))
             .await;
         Ok(Response::new(pb::RaftAppendBatchResponse { outcomes }))
+    }
+}
+
+/// One group's part of an `AppendEntriesBatch` answer.
+pub(crate) fn append_outcome(
+    result: Result<pb::RaftAppendResponse, Status>,
+) -> pb::RaftAppendOutcome {
+    match result {
+        Ok(response) => pb::RaftAppendOutcome {
+            response: Some(response),
+            error: String::new(),
+            code: 0,
+        },
+        Err(status) => pb::RaftAppendOutcome {
+            response: None,
+            error: status.message().to_string(),
+            code: status.code() as i32,
+        },
     }
 }
 
@@ -717,23 +724,22 @@ mod tests {
         let mut client = network.new_client(2, &node).await;
         let option = || RPCOption::new(Duration::from_secs(5));
 
-        let counts = |peer: &CountingPeer| (peer.singles(), peer.batches());
-        // Nothing acknowledged yet on this stream: sent at once.
-        let r = client.append_entries(request(Some(8)), option()).await;
-        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
-        assert_eq!(counts(&peer), (1, 0));
-        // The same again: a keep-alive, batched.
-        let r = client.append_entries(request(Some(8)), option()).await;
-        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
-        assert_eq!(counts(&peer), (1, 1));
-        // A new commit index: at once.
-        let r = client.append_entries(request(Some(9)), option()).await;
-        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
-        assert_eq!(counts(&peer), (2, 1));
-        // Acknowledged, so the next is a keep-alive again.
-        let r = client.append_entries(request(Some(9)), option()).await;
-        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
-        assert_eq!(counts(&peer), (2, 2));
+        // (commit index sent, (single RPCs, batch RPCs) the peer has seen after it)
+        let steps = [
+            (8, (1, 0)), // nothing acknowledged yet on this stream: sent at once
+            (8, (1, 1)), // the same again: a keep-alive, batched
+            (9, (2, 1)), // a new commit index: at once
+            (9, (2, 2)), // acknowledged, so a keep-alive again
+        ];
+        for (commit, expected) in steps {
+            let r = client.append_entries(request(Some(commit)), option()).await;
+            assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+            assert_eq!(
+                (peer.singles(), peer.batches()),
+                expected,
+                "commit {commit}"
+            );
+        }
         server.abort();
     }
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+use crate::raft::network::append_outcome;
 
 /// Answers each group with a vote whose term is the number in the group's name (so every
 /// caller can tell its own answer), `ok` with success, anything else NOT_FOUND; counts RPCs.
@@ -99,18 +100,7 @@ impl RaftService for Arc<CountingPeer> {
             .into_inner()
             .requests
             .iter()
-            .map(|r| match answer(&r.group) {
-                Ok(response) => pb::RaftAppendOutcome {
-                    response: Some(response),
-                    error: String::new(),
-                    code: 0,
-                },
-                Err(s) => pb::RaftAppendOutcome {
-                    response: None,
-                    error: s.message().to_string(),
-                    code: s.code() as i32,
-                },
-            })
+            .map(|r| append_outcome(answer(&r.group)))
             .collect();
         Ok(Response::new(pb::RaftAppendBatchResponse { outcomes }))
     }
