@@ -14,7 +14,7 @@
 //! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`, `cluster`) |
 //! | [`raft`] | openraft type configs, log storage on top of `log`, partition state machine, gRPC network | built |
 //! | [`cluster`] | gossip membership (serf), the metadata group's state machine, replica placement | built |
-//! | `snapshot` | snapshot manifests, `SnapshotStore` (S3, local dir), restore | planned |
+//! | [`snapshot`] | snapshot store (`SnapshotStore`: local dir built; S3 planned), manifests, restore | started (issue 5) |
 //! | `security` | rustls configs, casbin ACLs, certificate tool | planned |
 //! | `telemetry` | tracing, OTLP, metrics | planned |
 //!
@@ -32,3 +32,4 @@ pub mod log;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod snapshot;

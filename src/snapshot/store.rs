@@ -1,0 +1,434 @@
+//! The snapshot store: a flat key space of immutable objects (`a/b/c` keys, as in S3), behind
+//! one trait so the local directory (the single-node default) and S3 are interchangeable.
+
+use std::fmt::Debug;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+
+/// Why a snapshot store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object under this key.
+    #[error("no object {key:?} in the snapshot store")]
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
+    /// The key is not a valid object key.
+    #[error("invalid snapshot store key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Reading or writing failed.
+    #[error("snapshot store I/O on {key:?} failed: {source}")]
+    Io {
+        /// The key being read or written.
+        key: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Where snapshots live: put, get, list and delete whole objects by key.
+#[tonic::async_trait]
+pub trait SnapshotStore: Send + Sync + Debug {
+    /// Stores `bytes` under `key`, replacing any object there; durable when it returns.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Stores the file at `path` under `key`; returns its size.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError>;
+    /// The object under `key`.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Writes the object under `key` to the file `path` (replaced whole, never half written);
+    /// returns its size.
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError>;
+    /// The objects whose keys start with `prefix` (a string prefix, as in S3), sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Deletes the object under `key`; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Checks an object key: relative, `/`-separated, no empty, `.` or `..` parts, no NUL.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let invalid = |reason| StoreError::InvalidKey {
+        key: key.to_string(),
+        reason,
+    };
+    if key.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if key.contains('\0') {
+        return Err(invalid("contains NUL"));
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return Err(invalid("starts or ends with '/'"));
+    }
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(invalid("has an empty, '.' or '..' part"));
+    }
+    if key.split('/').any(|part| part.starts_with(TMP_MARK)) {
+        return Err(invalid(
+            "a part starts with the store's temporary-file mark",
+        ));
+    }
+    Ok(())
+}
+
+/// Files being written start with this; they are never listed or read as objects.
+const TMP_MARK: &str = ".tmp-";
+
+/// A snapshot store in a local directory: each object is a file at `<root>/<key>`, written to a
+/// temporary file, fsynced and renamed into place (then the directory is fsynced), so an object
+/// is either whole or absent.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created if missing).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| StoreError::Io {
+            key: String::new(),
+            source,
+        })?;
+        Ok(LocalStore { root })
+    }
+
+    /// The directory holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+/// Runs blocking file work off the async runtime, naming `key` in its errors.
+async fn blocking<T: Send + 'static>(
+    key: &str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let owned = key.to_string();
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::NotFound { key: owned })
+        }
+        Ok(Err(source)) => Err(StoreError::Io { key: owned, source }),
+        Err(join) => Err(StoreError::Io {
+            key: owned,
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// Writes `fill`'s output to `target` atomically: a temporary file next to it, fsync, rename,
+/// fsync of the directory.
+fn write_atomically(
+    target: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<u64>,
+) -> std::io::Result<u64> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("an object path has no file name"))?;
+    let tmp = dir.join(format!(
+        "{TMP_MARK}{name}-{}-{:x}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        let size = fill(&mut file)?;
+        file.flush()?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, target)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(size)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A suffix that keeps concurrent writers of one key apart.
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) << 32) ^ nanos
+}
+
+/// Every object file under `dir`, as keys relative to `root`.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() {
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            let parts: Option<Vec<&str>> = relative
+                .components()
+                .map(|c| match c {
+                    Component::Normal(s) => s.to_str(),
+                    _ => None,
+                })
+                .collect();
+            let Some(parts) = parts else { continue };
+            let key = parts.join("/");
+            if validate_key(&key).is_ok() {
+                out.push(ObjectInfo {
+                    key,
+                    size: entry.metadata()?.len(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl SnapshotStore for LocalStore {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        blocking(key, move || {
+            write_atomically(&path, |f| {
+                f.write_all(&bytes)?;
+                Ok(bytes.len() as u64)
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn put_file(&self, key: &str, source: &Path) -> Result<u64, StoreError> {
+        let path = self.path_of(key)?;
+        let source = source.to_path_buf();
+        blocking(key, move || {
+            let mut input = std::fs::File::open(&source)?;
+            write_atomically(&path, |f| std::io::copy(&mut input, f))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path_of(key)?;
+        blocking(key, move || std::fs::read(path).map(Bytes::from)).await
+    }
+
+    async fn get_to_file(&self, key: &str, target: &Path) -> Result<u64, StoreError> {
+        let path = self.path_of(key)?;
+        let target = target.to_path_buf();
+        blocking(key, move || {
+            let mut input = std::fs::File::open(&path)?;
+            write_atomically(&target, |f| std::io::copy(&mut input, f))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_string();
+        // Walk only the deepest directory the prefix names whole.
+        let start = match prefix.rfind('/') {
+            Some(i) => {
+                validate_key(&prefix[..i])?;
+                root.join(&prefix[..i])
+            }
+            None => root.clone(),
+        };
+        let mut found = blocking(prefix, move || {
+            let mut out = Vec::new();
+            walk(&root, &start, &mut out)?;
+            Ok(out)
+        })
+        .await?;
+        found.retain(|o| o.key.starts_with(&prefix_owned));
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        match blocking(key, move || std::fs::remove_file(path)).await {
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn objects_round_trip_and_list_by_prefix_in_key_order() {
+        let (_dir, store) = store().await;
+        store
+            .put("c1/orders/0/manifests/3-20.json", Bytes::from_static(b"m2"))
+            .await
+            .unwrap();
+        store
+            .put("c1/orders/0/manifests/3-10.json", Bytes::from_static(b"m1"))
+            .await
+            .unwrap();
+        store
+            .put(
+                "c1/orders/10/manifests/1-1.json",
+                Bytes::from_static(b"other"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("c1/orders/0/manifests/3-10.json").await.unwrap(),
+            Bytes::from_static(b"m1")
+        );
+        let listed = store.list("c1/orders/0/").await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "c1/orders/0/manifests/3-10.json",
+                "c1/orders/0/manifests/3-20.json"
+            ]
+        );
+        assert_eq!(listed[0].size, 2);
+        // A string prefix, as in S3: "c1/orders/1" also matches partition 10.
+        let keys: Vec<String> = store
+            .list("c1/orders/1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["c1/orders/10/manifests/1-1.json"]);
+        assert!(store.list("nothing/here/").await.unwrap().is_empty());
+
+        // Overwrite, then delete (twice: deleting a missing object is fine).
+        store
+            .put(
+                "c1/orders/0/manifests/3-10.json",
+                Bytes::from_static(b"new"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("c1/orders/0/manifests/3-10.json").await.unwrap(),
+            Bytes::from_static(b"new")
+        );
+        store
+            .delete("c1/orders/0/manifests/3-10.json")
+            .await
+            .unwrap();
+        store
+            .delete("c1/orders/0/manifests/3-10.json")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get("c1/orders/0/manifests/3-10.json").await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn files_go_in_and_come_out_whole() {
+        let (dir, store) = store().await;
+        let source = dir.path().join("00000000000000000000.log");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &data).unwrap();
+        let key = "c1/orders/0/segments/0-1234abcd.log";
+        assert_eq!(
+            store.put_file(key, &source).await.unwrap(),
+            data.len() as u64
+        );
+        let target = dir.path().join("restored/0.log");
+        assert_eq!(
+            store.get_to_file(key, &target).await.unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), data);
+        // A missing object leaves no file behind.
+        let missing = dir.path().join("restored/missing.log");
+        assert!(matches!(
+            store
+                .get_to_file("c1/orders/0/segments/9-0.log", &missing)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(!missing.exists());
+        // Temporary files of an interrupted write are never listed.
+        std::fs::write(
+            store.root().join("c1/orders/0/segments/.tmp-5-0.log-1-2"),
+            b"half",
+        )
+        .unwrap();
+        let keys: Vec<String> = store
+            .list("c1/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, [key]);
+    }
+
+    #[tokio::test]
+    async fn keys_that_could_escape_the_store_are_refused() {
+        let (_dir, store) = store().await;
+        for key in [
+            "", "/abs", "a//b", "a/../b", "../x", "a/./b", "a/", "a/.tmp-x",
+        ] {
+            assert!(
+                matches!(
+                    store.put(key, Bytes::from_static(b"x")).await,
+                    Err(StoreError::InvalidKey { .. })
+                ),
+                "{key:?} was accepted"
+            );
+        }
+    }
+}
