@@ -143,8 +143,10 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Writes `fill`'s output to `target` atomically: a temporary file next to it, fsync, rename,
-/// fsync of the directory.
+/// Writes `fill`'s output to `target` atomically: a uniquely named temporary file next to it
+/// (marked so it is never listed; removed if anything fails), fsync, rename, fsync of the
+/// directory. Unlike [`crate::log::write_atomically`] it streams, and its temporary name can
+/// neither collide with another object's key nor with a concurrent writer of the same key.
 fn write_atomically(
     target: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<u64>,
@@ -153,39 +155,13 @@ fn write_atomically(
         .parent()
         .ok_or_else(|| std::io::Error::other("an object path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let name = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::other("an object path has no file name"))?;
-    let tmp = dir.join(format!(
-        "{TMP_MARK}{name}-{}-{:x}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        let size = fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, target)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(size)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A suffix that keeps concurrent writers of one key apart.
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (NEXT.fetch_add(1, Ordering::Relaxed) << 32) ^ nanos
+    let mut tmp = tempfile::Builder::new().prefix(TMP_MARK).tempfile_in(dir)?;
+    let size = fill(tmp.as_file_mut())?;
+    tmp.as_file_mut().flush()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(size)
 }
 
 /// Every object file under `dir`, as keys relative to `root`.
@@ -305,71 +281,47 @@ mod tests {
         (dir, store)
     }
 
-    #[tokio::test]
-    async fn objects_round_trip_and_list_by_prefix_in_key_order() {
-        let (_dir, store) = store().await;
+    async fn put(store: &LocalStore, key: &str, bytes: &'static [u8]) {
+        store.put(key, Bytes::from_static(bytes)).await.unwrap();
+    }
+
+    async fn keys(store: &LocalStore, prefix: &str) -> Vec<String> {
         store
-            .put("c1/orders/0/manifests/3-20.json", Bytes::from_static(b"m2"))
-            .await
-            .unwrap();
-        store
-            .put("c1/orders/0/manifests/3-10.json", Bytes::from_static(b"m1"))
-            .await
-            .unwrap();
-        store
-            .put(
-                "c1/orders/10/manifests/1-1.json",
-                Bytes::from_static(b"other"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get("c1/orders/0/manifests/3-10.json").await.unwrap(),
-            Bytes::from_static(b"m1")
-        );
-        let listed = store.list("c1/orders/0/").await.unwrap();
-        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "c1/orders/0/manifests/3-10.json",
-                "c1/orders/0/manifests/3-20.json"
-            ]
-        );
-        assert_eq!(listed[0].size, 2);
-        // A string prefix, as in S3: "c1/orders/1" also matches partition 10.
-        let keys: Vec<String> = store
-            .list("c1/orders/1")
+            .list(prefix)
             .await
             .unwrap()
             .into_iter()
             .map(|o| o.key)
-            .collect();
-        assert_eq!(keys, ["c1/orders/10/manifests/1-1.json"]);
-        assert!(store.list("nothing/here/").await.unwrap().is_empty());
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn objects_round_trip_and_list_by_prefix_in_key_order() {
+        let (_dir, store) = store().await;
+        let m = "c1/orders/0/manifests/3-10.json";
+        put(&store, "c1/orders/0/manifests/3-20.json", b"m2").await;
+        put(&store, m, b"m1").await;
+        put(&store, "c1/orders/10/manifests/1-1.json", b"other").await;
+        assert_eq!(store.get(m).await.unwrap(), Bytes::from_static(b"m1"));
+        assert_eq!(
+            keys(&store, "c1/orders/0/").await,
+            [m, "c1/orders/0/manifests/3-20.json"]
+        );
+        assert_eq!(store.list("c1/orders/0/").await.unwrap()[0].size, 2);
+        // A string prefix, as in S3: "c1/orders/1" also matches partition 10.
+        assert_eq!(
+            keys(&store, "c1/orders/1").await,
+            ["c1/orders/10/manifests/1-1.json"]
+        );
+        assert!(keys(&store, "nothing/here/").await.is_empty());
 
         // Overwrite, then delete (twice: deleting a missing object is fine).
-        store
-            .put(
-                "c1/orders/0/manifests/3-10.json",
-                Bytes::from_static(b"new"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get("c1/orders/0/manifests/3-10.json").await.unwrap(),
-            Bytes::from_static(b"new")
-        );
-        store
-            .delete("c1/orders/0/manifests/3-10.json")
-            .await
-            .unwrap();
-        store
-            .delete("c1/orders/0/manifests/3-10.json")
-            .await
-            .unwrap();
+        put(&store, m, b"new").await;
+        assert_eq!(store.get(m).await.unwrap(), Bytes::from_static(b"new"));
+        store.delete(m).await.unwrap();
+        store.delete(m).await.unwrap();
         assert!(matches!(
-            store.get("c1/orders/0/manifests/3-10.json").await,
+            store.get(m).await,
             Err(StoreError::NotFound { .. })
         ));
     }
@@ -406,14 +358,7 @@ mod tests {
             b"half",
         )
         .unwrap();
-        let keys: Vec<String> = store
-            .list("c1/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        assert_eq!(keys, [key]);
+        assert_eq!(keys(&store, "c1/").await, [key]);
     }
 
     #[tokio::test]
