@@ -84,6 +84,23 @@ pub struct BrokerConfig {
     /// its leader waits the longest timeout (the leader's lease) plus a random one before it
     /// campaigns, so failover takes about 2.5 times this.
     pub raft_election_timeout_ms: u64,
+    /// Where snapshots go: a directory, `file:///dir`, `s3://bucket/prefix`, or `none`
+    /// ("": `<data_dir>/snapshots`).
+    pub snapshot_store: String,
+    /// S3 endpoint URL for S3-compatible servers ("": AWS).
+    pub s3_endpoint: String,
+    /// S3 region ("": from the AWS environment, else us-east-1).
+    pub s3_region: String,
+    /// Path-style S3 addressing (most S3-compatible servers need it).
+    pub s3_force_path_style: bool,
+    /// Longest time between snapshots of a partition that takes writes (a snapshot is also
+    /// taken whenever a segment seals).
+    pub snapshot_interval_ms: u64,
+    /// Manifests kept per partition in the snapshot store.
+    pub snapshot_retain: u32,
+    /// Raft entries kept (logically) behind a snapshot, so a follower slightly behind gets
+    /// entries rather than a snapshot.
+    pub snapshot_keep_entries: u64,
 }
 
 impl Default for BrokerConfig {
@@ -114,6 +131,13 @@ impl Default for BrokerConfig {
             dead_node_grace_ms: 30_000,
             raft_heartbeat_ms: 250,
             raft_election_timeout_ms: 800,
+            snapshot_store: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_force_path_style: false,
+            snapshot_interval_ms: 60_000,
+            snapshot_retain: 3,
+            snapshot_keep_entries: 1000,
         }
     }
 }
@@ -180,6 +204,15 @@ impl BrokerConfig {
         self.raft_timing()
             .validate()
             .map_err(ConfigError::Invalid)?;
+        if self.snapshot_interval_ms == 0 || self.snapshot_retain == 0 {
+            return Err(ConfigError::Invalid(
+                "snapshot_interval_ms and snapshot_retain must be > 0".into(),
+            ));
+        }
+        if self.snapshot_store.starts_with("s3://") {
+            crate::snapshot::S3Location::parse(&self.snapshot_store)
+                .map_err(|e| ConfigError::Invalid(format!("snapshot_store: {e}")))?;
+        }
         if self.maintenance_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "maintenance_interval_ms must be > 0".into(),
@@ -229,6 +262,26 @@ impl BrokerConfig {
             heartbeat_ms: self.raft_heartbeat_ms,
             election_timeout_min_ms: self.raft_election_timeout_ms,
             election_timeout_max_ms: self.raft_election_timeout_ms * 3 / 2,
+            snapshot_keep_entries: self.snapshot_keep_entries,
+        }
+    }
+
+    /// The snapshot store URL (`None` when disabled).
+    pub fn snapshot_store_url(&self) -> Option<String> {
+        match self.snapshot_store.trim() {
+            "none" => None,
+            "" => Some(self.data_dir.join("snapshots").display().to_string()),
+            url => Some(url.to_string()),
+        }
+    }
+
+    /// S3 connection settings (endpoint, region, addressing).
+    pub fn s3_location(&self) -> crate::snapshot::S3Location {
+        crate::snapshot::S3Location {
+            region: self.s3_region.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            force_path_style: self.s3_force_path_style,
+            ..Default::default()
         }
     }
 
@@ -343,6 +396,34 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_election_timeout_ms: Option<u64>,
+    /// Snapshot store: a directory, s3://bucket/prefix, or none [default: DATA_DIR/snapshots]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_store: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers [default: AWS]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: from the AWS environment, else us-east-1]
+    #[arg(long, value_name = "REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing [default: false]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_force_path_style: Option<bool>,
+    /// Longest time between snapshots of a partition taking writes, ms [default: 60000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_interval_ms: Option<u64>,
+    /// Manifests kept per partition in the store [default: 3]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_retain: Option<u32>,
+    /// Raft entries kept behind a snapshot [default: 1000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_keep_entries: Option<u64>,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod combiner;
 mod identity;
 pub mod node;
+pub mod snapshots;
 mod topic;
 
 use std::collections::BTreeMap;
@@ -255,6 +256,8 @@ pub struct Broker {
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Controller: since when each registered node has been missing from gossip.
     failed_since: parking_lot::Mutex<BTreeMap<u64, std::time::Instant>>,
+    /// The snapshot store (`None` when `snapshot_store = none`).
+    snapshot_store: Option<Arc<dyn crate::snapshot::SnapshotStore>>,
     /// Exclusive lock on the data directory, held while the broker lives.
     _lock: fs::File,
 }
@@ -314,6 +317,17 @@ impl Broker {
             groups,
             timing: config.raft_timing(),
         };
+        let snapshot_store = match config.snapshot_store_url() {
+            None => None,
+            Some(url) => Some(
+                crate::snapshot::open_store(&url, &config.s3_location())
+                    .await
+                    .map_err(|reason| BrokerError::InvalidArgument {
+                        field: "snapshot_store",
+                        reason,
+                    })?,
+            ),
+        };
         let (meta, meta_state, meta_log) = node::open_meta_group(&data_dir, &raft).await?;
         let gossip = node::start_gossip(&config, identity.node_id, &address).await?;
         let broker = Arc::new(Broker {
@@ -333,6 +347,7 @@ impl Broker {
             shutdown: watch::channel(false).0,
             tasks: parking_lot::Mutex::new(Vec::new()),
             failed_since: parking_lot::Mutex::new(BTreeMap::new()),
+            snapshot_store,
             _lock: lock,
         });
         let proposer: Arc<dyn crate::raft::MetaProposer> = broker.clone();
@@ -374,6 +389,29 @@ impl Broker {
     /// The cluster metadata as this node knows it.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.meta_state.current()
+    }
+
+    /// Snapshot settings of this node's replicas (`None` without a snapshot store). Keys are
+    /// under the cluster id the metadata records (this node's own before the cluster formed).
+    pub fn snapshot_settings(&self) -> Option<snapshots::SnapshotSettings> {
+        let store = self.snapshot_store.clone()?;
+        let metadata = self.metadata();
+        let cluster_id = if metadata.cluster_id.is_empty() {
+            self.identity.cluster_id.clone()
+        } else {
+            metadata.cluster_id.clone()
+        };
+        Some(snapshots::SnapshotSettings {
+            store,
+            cluster_id,
+            interval: Duration::from_millis(self.config.snapshot_interval_ms),
+            retain: self.config.snapshot_retain as usize,
+        })
+    }
+
+    /// The snapshot store, if one is configured.
+    pub fn snapshot_store(&self) -> Option<Arc<dyn crate::snapshot::SnapshotStore>> {
+        self.snapshot_store.clone()
     }
 
     /// The gossip membership.
@@ -440,6 +478,28 @@ impl Broker {
             node_id: self.identity.node_id,
             leader_id,
         })
+    }
+
+    /// Snapshots partition `index` of topic `name` now (on its leader): uploads what the
+    /// store lacks and writes a manifest, which it returns.
+    pub async fn create_snapshot(
+        &self,
+        name: &str,
+        index: u32,
+    ) -> Result<crate::snapshot::Manifest, BrokerError> {
+        let partition = self.partition(name, index)?;
+        if partition.raft().metrics().borrow().state != openraft::ServerState::Leader {
+            let metadata = self.metadata();
+            let leader_id = partition.current_leader();
+            return Err(BrokerError::NotLeader {
+                leader_addr: leader_id
+                    .and_then(|id| metadata.nodes.get(&id).map(|n| n.addr.clone())),
+                group: partition.group().to_string(),
+                node_id: self.identity.node_id,
+                leader_id,
+            });
+        }
+        partition.create_snapshot().await
     }
 
     /// Creates a topic (`settings.partitions == 0` takes the default count): its replicas are

@@ -473,9 +473,12 @@ async fn reconcile(
                 group.clone(),
                 index as u32,
                 log_config.clone(),
-                every,
                 &b.raft,
                 voters,
+                &super::topic::ReplicaServices {
+                    maintenance_every: every,
+                    snapshots: b.snapshot_settings(),
+                },
             )
             .await?;
             let partition = Arc::new(partition);

@@ -68,6 +68,15 @@ pub struct RaftContext {
     pub timing: RaftTiming,
 }
 
+/// Background work a replica runs besides Raft.
+#[derive(Debug, Clone)]
+pub struct ReplicaServices {
+    /// How often retention and compaction run.
+    pub maintenance_every: Duration,
+    /// Segment uploads and snapshots (`None` without a snapshot store).
+    pub snapshots: Option<super::snapshots::SnapshotSettings>,
+}
+
 /// One partition replica: its log, the Raft group replicating it, and its maintenance thread.
 pub struct Partition {
     /// Partition number.
@@ -86,6 +95,8 @@ pub struct Partition {
     maintenance: Mutex<Option<Maintenance>>,
     /// Combines queued produce requests into Raft entries.
     combiner: super::combiner::Combiner,
+    /// Uploads segments and takes snapshots (when a snapshot store is set).
+    snapshots: Option<super::snapshots::SnapshotTask>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -108,10 +119,12 @@ impl Partition {
         group: String,
         index: u32,
         config: LogConfig,
-        maintenance_every: Duration,
         raft: &RaftContext,
         voters: BTreeMap<NodeId, Node>,
+        services: &ReplicaServices,
     ) -> Result<Self, BrokerError> {
+        let (maintenance_every, snapshots) =
+            (services.maintenance_every, services.snapshots.as_ref());
         let policy = config.fsync;
         let (dir_owned, config_owned) = (dir.to_path_buf(), config.clone());
         let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir_owned, config_owned))
@@ -120,8 +133,16 @@ impl Partition {
         let log = Arc::new(log);
         let store = LogStore::<PartitionRaft>::open(log.clone(), policy)
             .map_err(|e| BrokerError::io(dir, std::io::Error::other(e)))?;
-        let state = PartitionStateMachine::open(store.shared().clone())
+        let mut state = PartitionStateMachine::open(store.shared().clone())
             .map_err(|e| BrokerError::io(dir, e))?;
+        if let Some(settings) = snapshots {
+            state = state.with_store(super::snapshots::link(settings));
+            // Retention deletes only what a snapshot in the store covers.
+            store
+                .shared()
+                .guard_retention()
+                .map_err(|e| BrokerError::io(dir, std::io::Error::other(e)))?;
+        }
         let network = PeerNetwork::new(group.clone(), raft.channels.clone());
         let raft_config =
             raft.timing
@@ -152,7 +173,17 @@ impl Partition {
             .map_err(|e| BrokerError::io(dir, e))?;
         let combiner =
             super::combiner::Combiner::start(handle.clone(), group.clone(), raft.node_id);
+        let snapshots = snapshots.map(|settings| {
+            super::snapshots::SnapshotTask::spawn(
+                group.clone(),
+                log.clone(),
+                handle.clone(),
+                state.clone(),
+                settings.clone(),
+            )
+        });
         Ok(Partition {
+            snapshots,
             combiner,
             index,
             group,
@@ -229,9 +260,33 @@ impl Partition {
         self.state.watch_high_watermark()
     }
 
+    /// Snapshots now (on the leader); see `SnapshotTask::create`.
+    pub async fn create_snapshot(&self) -> Result<crate::snapshot::Manifest, BrokerError> {
+        let Some(task) = &self.snapshots else {
+            return Err(BrokerError::InvalidArgument {
+                field: "snapshot_store",
+                reason: "no snapshot store is configured (snapshot_store = none)".into(),
+            });
+        };
+        task.create().await.map_err(BrokerError::Unavailable)
+    }
+
+    /// What the snapshot task has done (`None` without a snapshot store).
+    pub fn snapshot_status(&self) -> Option<super::snapshots::SnapshotStatus> {
+        self.snapshots.as_ref().map(|t| t.status())
+    }
+
+    /// The current snapshot's manifest, if any.
+    pub fn current_snapshot(&self) -> Option<crate::snapshot::Manifest> {
+        self.state.current_snapshot().map(|(_, m)| m)
+    }
+
     /// Stops maintenance (waiting for a pass in progress), stops the Raft group, checkpoints
     /// the applied state, and closes the log cleanly.
     pub async fn close(&self) -> Result<(), LogError> {
+        if let Some(task) = &self.snapshots {
+            task.stop();
+        }
         let maintenance = self.maintenance.lock().take();
         if let Some(maintenance) = maintenance {
             // Dropping joins the thread, which may be in the middle of a compaction.

@@ -238,6 +238,9 @@ pub struct PartitionLog {
     map_generation: Mutex<u64>,
     /// Notified with `map_generation`.
     map_changed: Condvar,
+    /// Retention deletes nothing at or above this offset (`u64::MAX`: no limit). With a
+    /// snapshot store, this is where the snapshot store's coverage ends.
+    retention_floor: AtomicU64,
 }
 
 /// How long a reader waits for the segment map to settle before giving up.
@@ -339,6 +342,7 @@ impl PartitionLog {
             syncs: AtomicU64::new(0),
             map_generation: Mutex::new(0),
             map_changed: Condvar::new(),
+            retention_floor: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -1150,7 +1154,15 @@ impl PartitionLog {
         }
         let mut total: u64 = sizes.iter().sum::<u64>() + active_size;
         let mut cut = None;
+        let floor = self.retention_floor.load(Ordering::Acquire);
         for (i, slot) in slots.iter().enumerate() {
+            let next_base = slots
+                .get(i + 1)
+                .map(|s| s.base_offset)
+                .unwrap_or(active_base);
+            if next_base > floor {
+                break;
+            }
             let by_bytes = self
                 .config
                 .retention_bytes
@@ -1166,12 +1178,7 @@ impl PartitionLog {
                 break;
             }
             total -= sizes[i];
-            cut = Some(
-                slots
-                    .get(i + 1)
-                    .map(|s| s.base_offset)
-                    .unwrap_or(active_base),
-            );
+            cut = Some(next_base);
         }
         let Some(cut) = cut else {
             return Ok(RetentionReport {
@@ -1189,6 +1196,91 @@ impl PartitionLog {
             bytes_deleted,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// Limits retention to segments wholly below `offset` (what the snapshot store covers);
+    /// `u64::MAX` removes the limit.
+    pub fn set_retention_floor(&self, offset: u64) {
+        self.retention_floor.store(offset, Ordering::Release);
+    }
+
+    /// The retention limit (see [`PartitionLog::set_retention_floor`]).
+    pub fn retention_floor(&self) -> u64 {
+        self.retention_floor.load(Ordering::Acquire)
+    }
+
+    /// Replaces everything in the log with `segments` (`(base_offset, file)`, oldest first,
+    /// each file holding whole batches and on the same file system as the log), makes
+    /// `log_start` the log start and continues at `next_offset` (installing a snapshot from
+    /// the snapshot store). The files are moved, not copied. Durable when it returns.
+    pub fn install_segments(
+        &self,
+        segments: &[(u64, PathBuf)],
+        log_start: u64,
+        next_offset: u64,
+    ) -> Result<()> {
+        let _writer = self.writer.lock();
+        self.check_writable()?;
+        let installed = self.install_locked(segments, log_start, next_offset);
+        self.map_changed();
+        if let Err(error) = &installed {
+            self.fail(error);
+        }
+        installed
+    }
+
+    fn install_locked(
+        &self,
+        segments: &[(u64, PathBuf)],
+        log_start: u64,
+        next_offset: u64,
+    ) -> Result<()> {
+        if segments.iter().any(|(base, _)| *base >= next_offset) {
+            return Err(LogError::io(
+                &self.dir,
+                std::io::Error::other("installed segments must start below the next offset"),
+            ));
+        }
+        let (bases, active_base) = {
+            let st = self.state.read();
+            let bases: Vec<u64> = st.sealed.keys().copied().collect();
+            (bases, st.active.base_offset)
+        };
+        // Newest first: a crash part-way leaves a shorter prefix of the old log.
+        for base in bases.iter().copied().chain([active_base]).rev() {
+            remove_segment_files(&self.dir, base)?;
+        }
+        sync_dir(&self.dir)?;
+        write_log_start(&self.dir, log_start)?;
+        for (base, file) in segments {
+            let target = segment_path(&self.dir, *base, "log");
+            fs::rename(file, &target).at(&target)?;
+        }
+        remove_segment_files(&self.dir, next_offset)?;
+        let (active, _) = ActiveSegment::open(
+            &self.dir,
+            next_offset,
+            self.config.index_capacity(),
+            now_ms(),
+        )?;
+        sync_dir(&self.dir)?;
+        let retired = {
+            let mut st = self.state.write();
+            st.active = active;
+            st.log_start_offset = log_start;
+            let fresh = segments
+                .iter()
+                .map(|(base, _)| (*base, SegmentSlot::new(&self.dir, *base, None)))
+                .collect();
+            std::mem::replace(&mut st.sealed, fresh)
+        };
+        for slot in retired.values() {
+            slot.retire();
+        }
+        let mut durable = self.durable.lock();
+        durable.epoch += 1;
+        durable.offset = next_offset;
+        Ok(())
     }
 
     /// Clean close: sync and trim the active index. Later writes fail with `Closed`; reads still work.

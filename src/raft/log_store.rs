@@ -133,6 +133,8 @@ pub struct LogShared {
     fsync: FsyncPolicy,
     /// Whether the committed log id is persisted (so a restart re-applies without a leader).
     persist_committed: bool,
+    /// Whether retention waits for Raft's purges (see [`LogShared::guard_retention`]).
+    guarded: std::sync::atomic::AtomicBool,
 }
 
 /// openraft's log storage (and log reader) for one replica. Cheap to clone.
@@ -197,6 +199,7 @@ impl<C> LogStore<C> {
             syncer,
             fsync,
             persist_committed,
+            guarded: std::sync::atomic::AtomicBool::new(false),
         });
         let last = shared.read_last()?;
         shared.window.lock().last = last;
@@ -320,6 +323,46 @@ impl LogShared {
         Ok(())
     }
 
+    /// Replaces the log with downloaded segments (installing a snapshot from the store).
+    pub fn install(
+        &self,
+        segments: &[(u64, PathBuf)],
+        log_start: u64,
+        next_offset: u64,
+    ) -> Result<(), LogError> {
+        let mut window = self.window.lock();
+        self.log
+            .install_segments(segments, log_start, next_offset)?;
+        window.entries.clear();
+        drop(window);
+        let last = self.read_last()?;
+        self.window.lock().last = last;
+        Ok(())
+    }
+
+    /// Keeps retention behind what Raft has purged (which, with a snapshot store, is behind
+    /// what the store holds): from now on retention deletes only entries covered by a snapshot.
+    pub fn guard_retention(&self) -> Result<(), LogError> {
+        self.guarded
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.update_retention_floor()
+    }
+
+    fn update_retention_floor(&self) -> Result<(), LogError> {
+        if !self.guarded.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let floor = match self.last_purged() {
+            None => self.log.log_start_offset(),
+            Some(purged) => match self.lower_bound(purged.index + 1)? {
+                Some(next) => next.base_offset,
+                None => self.log.log_end_offset(),
+            },
+        };
+        self.log.set_retention_floor(floor);
+        Ok(())
+    }
+
     fn save_state(&self, state: &PersistedState) -> Result<(), RaftLogError> {
         let json = serde_json::to_vec(state).unwrap_or_default();
         crate::log::write_atomically(&self.state_path, &json).map_err(|source| {
@@ -437,6 +480,15 @@ where
         to: u64,
         limit: usize,
     ) -> Result<Vec<C::Entry>, StorageError<NodeId>> {
+        // Purged entries stay readable for consumers until retention deletes them, but
+        // openraft never gets them back.
+        let from = match self.shared.last_purged() {
+            Some(purged) => from.max(purged.index + 1),
+            None => from,
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
         let batches = self
             .shared
             .read_batches(from, to, limit)
@@ -541,11 +593,7 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<NodeId>> {
         let last_purged_log_id = self.shared.last_purged();
-        let last_log_id = self
-            .shared
-            .last()
-            .map(|l| l.log_id())
-            .or(last_purged_log_id);
+        let last_log_id = std::cmp::max(self.shared.last().map(|l| l.log_id()), last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -690,30 +738,29 @@ where
         state.last_purged = Some((log_id.leader_id.term, log_id.index));
         self.shared.save_state(&state).map_err(io_err)?;
         *self.shared.persisted.lock() = state;
-        let last = self.shared.last();
-        match last {
-            Some(last) if last.index > log_id.index => {
-                if let Some(next) = self.shared.lower_bound(log_id.index + 1).map_err(io_err)? {
-                    self.shared
-                        .log
-                        .delete_before(next.base_offset)
-                        .map_err(io_err)?;
-                }
-                let mut window = self.shared.window.lock();
-                while window
-                    .entries
-                    .front()
-                    .is_some_and(|f| f.index <= log_id.index)
-                {
-                    window.entries.pop_front();
-                }
-            }
-            _ => {
-                // Everything goes; offsets continue where the log ended.
-                let end = self.shared.log.log_end_offset();
-                self.shared.reset(end).map_err(io_err)?;
-            }
+        // Purged beyond the last entry: nothing here is of use; offsets continue at the end.
+        if self
+            .shared
+            .last()
+            .is_none_or(|last| last.index < log_id.index)
+        {
+            let end = self.shared.log.log_end_offset();
+            self.shared.reset(end).map_err(io_err)?;
+            self.shared.update_retention_floor().map_err(io_err)?;
+            return Ok(());
         }
+        // Purging is logical: consumers still read these records until retention deletes them
+        // (which, once guarded, it may now do up to here).
+        let mut window = self.shared.window.lock();
+        while window
+            .entries
+            .front()
+            .is_some_and(|f| f.index <= log_id.index)
+        {
+            window.entries.pop_front();
+        }
+        drop(window);
+        self.shared.update_retention_floor().map_err(io_err)?;
         Ok(())
     }
 }

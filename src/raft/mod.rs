@@ -35,7 +35,7 @@ pub use log_store::{Located, LogShared, LogStore, RaftLogError};
 pub use network::{
     Channels, META_GROUP, MetaProposer, PeerNetwork, RaftGroups, RaftRpcService, partition_group,
 };
-pub use state_machine::{PartitionSnapshot, PartitionStateMachine, SnapshotSegment};
+pub use state_machine::{PartitionSnapshot, PartitionStateMachine, StoreLink};
 
 /// Node ids are random 64-bit numbers chosen on first start (see `broker::NodeIdentity`).
 pub type NodeId = u64;
@@ -88,6 +88,8 @@ pub struct RaftTiming {
     pub election_timeout_min_ms: u64,
     /// See `election_timeout_min_ms`.
     pub election_timeout_max_ms: u64,
+    /// Entries kept (logically) behind a snapshot: a follower further behind gets a snapshot.
+    pub snapshot_keep_entries: u64,
 }
 
 impl Default for RaftTiming {
@@ -96,6 +98,7 @@ impl Default for RaftTiming {
             heartbeat_ms: 250,
             election_timeout_min_ms: 800,
             election_timeout_max_ms: 1200,
+            snapshot_keep_entries: 1000,
         }
     }
 }
@@ -116,6 +119,9 @@ impl RaftTiming {
             // Snapshots are taken explicitly (retention, the snapshot store), never by count.
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: 64,
+            max_in_snapshot_log_to_keep: self.snapshot_keep_entries,
+            // Installing a snapshot downloads its segments from the store: allow minutes.
+            install_snapshot_timeout: 600_000,
             ..Default::default()
         };
         config

@@ -5,11 +5,13 @@
 //! are checkpointed to `applied.json` at most once per [`CHECKPOINT_EVERY`] and on close; after
 //! a restart openraft re-applies from the checkpoint, which only moves the watermark again.
 //!
-//! A snapshot is a manifest (pointers, not data): the last applied log id and membership, the
-//! offsets it covers and the segments holding them. Installing one on a replica whose log does
-//! not already hold those entries needs the segments fetched from a snapshot store, which the
-//! snapshot-store issue adds; until then leaders never purge entries a follower might need
-//! (snapshots are never taken automatically), so no replica is ever sent one.
+//! A snapshot is a manifest of the snapshot store ([`crate::snapshot::Manifest`]): the last log
+//! id and membership it stands for and the store objects holding the log up to there. The
+//! partition's snapshot task (`broker::snapshots`) uploads segments and writes manifests, then
+//! hands the manifest here through the [`StoreLink`] and asks openraft to build a snapshot:
+//! building does no I/O with the store, so a store outage cannot fail the Raft group. Installing
+//! a snapshot this replica's log does not hold downloads the objects (in parallel, verified,
+//! resumable) and replaces the log with them. The current snapshot is kept in `snapshot.json`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -34,24 +36,31 @@ pub const APPLIED_FILE: &str = "applied.json";
 /// Longest time between checkpoints while entries are applied.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// One segment a snapshot covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotSegment {
-    /// Offset of the segment's first record (its file name).
-    pub base_offset: u64,
-    /// Bytes of the segment that belong to the snapshot.
-    pub size_bytes: u64,
+/// The snapshot data of a partition group: a snapshot store manifest.
+pub type PartitionSnapshot = crate::snapshot::Manifest;
+
+/// Where snapshot downloads are staged inside the partition directory (kept across attempts).
+pub const RESTORE_DIR: &str = "restore";
+
+/// The current snapshot (`snapshot.json`).
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// How a replica reaches the snapshot store.
+#[derive(Debug)]
+pub struct StoreLink {
+    /// The store.
+    pub store: Arc<dyn crate::snapshot::SnapshotStore>,
+    /// Cluster id (the first part of every key).
+    pub cluster_id: String,
+    /// The manifest the snapshot task wrote for the next snapshot openraft builds.
+    pub ready: Mutex<Option<PartitionSnapshot>>,
 }
 
-/// A partition snapshot: a manifest of what the log holds up to the last applied entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionSnapshot {
-    /// Lowest offset the snapshot holds.
-    pub log_start_offset: u64,
-    /// Offset after the last applied entry.
-    pub next_offset: u64,
-    /// Segments holding `[log_start_offset, next_offset)`.
-    pub segments: Vec<SnapshotSegment>,
+/// `snapshot.json`: the current snapshot's meta and manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedSnapshot {
+    snapshot_id: String,
+    manifest: PartitionSnapshot,
 }
 
 /// `applied.json`.
@@ -87,6 +96,8 @@ pub struct PartitionStateMachine {
     high_watermark: Arc<Mutex<Option<watch::Sender<u64>>>>,
     /// Its last value (still readable after close).
     last_high_watermark: Arc<std::sync::atomic::AtomicU64>,
+    /// The snapshot store, if one is configured.
+    link: Option<Arc<StoreLink>>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -128,7 +139,7 @@ impl PartitionStateMachine {
                     .collect::<std::collections::BTreeMap<_, _>>(),
             ),
         );
-        Ok(PartitionStateMachine {
+        let machine = PartitionStateMachine {
             shared,
             applied: Arc::new(Mutex::new(Applied {
                 last_applied,
@@ -140,7 +151,86 @@ impl PartitionStateMachine {
             checkpoint_path,
             high_watermark: Arc::new(Mutex::new(Some(watch::channel(high_watermark).0))),
             last_high_watermark: Arc::new(std::sync::atomic::AtomicU64::new(high_watermark)),
-        })
+            link: None,
+        };
+        if let Some(saved) = machine.load_snapshot()? {
+            machine.applied.lock().snapshot = Some(saved);
+        }
+        Ok(machine)
+    }
+
+    /// Connects the replica to a snapshot store.
+    pub fn with_store(mut self, link: Arc<StoreLink>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// The snapshot store link, if any.
+    pub fn store_link(&self) -> Option<&Arc<StoreLink>> {
+        self.link.as_ref()
+    }
+
+    /// The last applied log id and the membership in force there (a consistent pair).
+    pub fn applied(&self) -> (Option<LogId>, StoredMembership) {
+        let applied = self.applied.lock();
+        (applied.last_applied, applied.membership.clone())
+    }
+
+    /// The offset after entry `id` if this replica's log holds it (same index and term).
+    pub fn entry_end(&self, id: LogId) -> Result<Option<u64>, crate::log::LogError> {
+        Ok(self
+            .shared
+            .locate(id.index)?
+            .filter(|at| at.term == id.leader_id.term)
+            .map(|at| at.next_offset))
+    }
+
+    /// The current snapshot's last log id.
+    pub fn snapshot_log_id(&self) -> Option<LogId> {
+        self.applied
+            .lock()
+            .snapshot
+            .as_ref()
+            .and_then(|(meta, _)| meta.last_log_id)
+    }
+
+    /// The current snapshot's meta and manifest.
+    pub fn current_snapshot(&self) -> Option<(SnapshotMeta<NodeId, Node>, PartitionSnapshot)> {
+        self.applied.lock().snapshot.clone()
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.shared.log().dir().join(SNAPSHOT_FILE)
+    }
+
+    fn load_snapshot(
+        &self,
+    ) -> std::io::Result<Option<(SnapshotMeta<NodeId, Node>, PartitionSnapshot)>> {
+        let saved: SavedSnapshot = match fs::read(self.snapshot_path()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: saved.manifest.last_log_id.map(|(t, i)| log_id(t, i)),
+            last_membership: manifest_membership(&saved.manifest),
+            snapshot_id: saved.snapshot_id,
+        };
+        Ok(Some((meta, saved.manifest)))
+    }
+
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        manifest: &PartitionSnapshot,
+    ) -> std::io::Result<()> {
+        let saved = SavedSnapshot {
+            snapshot_id: meta.snapshot_id.clone(),
+            manifest: manifest.clone(),
+        };
+        let json = serde_json::to_vec(&saved).unwrap_or_default();
+        crate::log::write_atomically(&self.snapshot_path(), &json)
     }
 
     /// Watches the high watermark (offset after the last applied entry). The channel ends
@@ -198,7 +288,14 @@ impl PartitionStateMachine {
         crate::log::write_atomically(&self.checkpoint_path, &json)
     }
 
-    fn manifest(&self, next_offset: u64) -> Result<PartitionSnapshot, StorageError<NodeId>> {
+    /// A manifest of this replica's own log up to `next_offset`, without store objects (no
+    /// snapshot store: a replica that does not hold these entries cannot install it).
+    fn local_manifest(
+        &self,
+        last_applied: Option<LogId>,
+        membership: &StoredMembership,
+        next_offset: u64,
+    ) -> Result<PartitionSnapshot, StorageError<NodeId>> {
         let log = self.shared.log();
         let segments = log.segments().map_err(sm_err)?;
         let mut out = Vec::new();
@@ -206,21 +303,86 @@ impl PartitionStateMachine {
             if seg.base_offset >= next_offset || seg.size_bytes == 0 {
                 continue;
             }
-            let size_bytes = match segments.get(i + 1) {
+            let used_bytes = match segments.get(i + 1) {
                 Some(next) if next.base_offset <= next_offset => seg.size_bytes,
-                // The segment holding the end: only the bytes below `next_offset`.
                 _ => self.bytes_below(seg.base_offset, seg.size_bytes, next_offset)?,
             };
-            out.push(SnapshotSegment {
+            out.push(crate::snapshot::SegmentObject {
                 base_offset: seg.base_offset,
-                size_bytes,
+                key: String::new(),
+                size: seg.size_bytes,
+                crc32c: 0,
+                used_bytes,
             });
         }
-        Ok(PartitionSnapshot {
-            log_start_offset: log.log_start_offset(),
-            next_offset,
-            segments: out,
+        let mut manifest = manifest_for(last_applied, membership);
+        manifest.log_start_offset = log.log_start_offset();
+        manifest.next_offset = next_offset;
+        manifest.segments = out;
+        Ok(manifest)
+    }
+
+    /// Bytes of the segment starting at `base` that hold offsets below `end` (whole batches).
+    pub fn used_bytes(&self, base: u64, size: u64, end: u64) -> Result<u64, crate::log::LogError> {
+        self.bytes_below(base, size, end).map_err(|e| {
+            crate::log::LogError::io(
+                self.shared.log().dir(),
+                std::io::Error::other(e.to_string()),
+            )
         })
+    }
+
+    /// Downloads a snapshot's objects from the store and replaces the log with them.
+    async fn fetch_and_install(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        manifest: &PartitionSnapshot,
+    ) -> Result<(), StorageError<NodeId>> {
+        let fail = |reason: String| -> StorageError<NodeId> {
+            let error = std::io::Error::other(reason);
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&error)).into()
+        };
+        let Some(link) = &self.link else {
+            return Err(fail(format!(
+                "snapshot {} needs {} segment(s) this replica does not hold, and no snapshot \
+                 store is configured",
+                meta.snapshot_id,
+                manifest.segments.len()
+            )));
+        };
+        if manifest.segments.iter().any(|s| s.key.is_empty()) {
+            return Err(fail(format!(
+                "snapshot {} was taken without a snapshot store; its segments cannot be fetched",
+                meta.snapshot_id
+            )));
+        }
+        let dir = self.shared.log().dir().to_path_buf();
+        let staging = dir.join(RESTORE_DIR);
+        let total = manifest.segments.iter().map(|s| s.size).sum::<u64>().max(1);
+        let group = manifest.group.clone();
+        tracing::info!(%group, snapshot = %meta.snapshot_id, objects = manifest.segments.len(),
+            bytes = total, "installing snapshot from the snapshot store");
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let progress = |bytes: u64| {
+            let before = done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            let (was, now) = (before * 10 / total, (before + bytes) * 10 / total);
+            if now > was {
+                tracing::info!(%group, percent = now * 10, bytes = before + bytes,
+                    "snapshot download progress");
+            }
+        };
+        let started = Instant::now();
+        let files =
+            crate::snapshot::fetch_segments(link.store.clone(), manifest, &staging, &progress)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        self.shared
+            .install(&files, manifest.log_start_offset, manifest.next_offset)
+            .map_err(sm_err)?;
+        let _ = fs::remove_dir_all(&staging);
+        tracing::info!(%group, snapshot = %meta.snapshot_id, bytes = total,
+            ms = started.elapsed().as_millis() as u64, "snapshot installed");
+        Ok(())
     }
 
     /// Bytes of the segment starting at `base` that hold offsets below `end`.
@@ -267,29 +429,71 @@ fn entry_span(mut bytes: &[u8]) -> Result<Appended, crate::log::BatchError> {
     })
 }
 
+/// An empty manifest standing for `last_applied` with `membership`.
+pub fn manifest_for(
+    last_applied: Option<LogId>,
+    membership: &StoredMembership,
+) -> PartitionSnapshot {
+    let m = membership.membership();
+    PartitionSnapshot {
+        version: crate::snapshot::MANIFEST_VERSION,
+        last_log_id: last_applied.map(|l| (l.leader_id.term, l.index)),
+        membership_log_id: membership.log_id().map(|l| (l.leader_id.term, l.index)),
+        configs: m.get_joint_config().clone(),
+        nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+        created_ms: crate::log::now_ms(),
+        ..PartitionSnapshot::default()
+    }
+}
+
+/// The membership a manifest records.
+pub fn manifest_membership(manifest: &PartitionSnapshot) -> StoredMembership {
+    StoredMembership::new(
+        manifest.membership_log_id.map(|(t, i)| log_id(t, i)),
+        Membership::new(
+            manifest.configs.clone(),
+            manifest
+                .nodes
+                .iter()
+                .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+    )
+}
+
+/// Snapshot id of a manifest: `term-index`.
+fn snapshot_id(manifest: &PartitionSnapshot) -> String {
+    let (term, index) = manifest.last_log_id.unwrap_or((0, 0));
+    format!("{term}-{index}")
+}
+
 impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError<NodeId>> {
-        let (last_applied, membership, n) = {
-            let mut applied = self.applied.lock();
-            applied.snapshots_built += 1;
-            (
-                applied.last_applied,
-                applied.membership.clone(),
-                applied.snapshots_built,
-            )
-        };
-        self.checkpoint().map_err(sm_err)?;
-        let manifest = self.manifest(self.high_watermark())?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{n}", l.leader_id.term, l.index),
-            None => format!("0-0-{n}"),
+        let (last_applied, membership) = self.applied();
+        let ready = self.link.as_ref().and_then(|l| l.ready.lock().take());
+        let manifest = match ready {
+            // The snapshot task's manifest (never beyond what this replica applied).
+            Some(m) if m.last_log_id.map(|(t, i)| log_id(t, i)) <= last_applied => m,
+            _ => match (self.current_snapshot(), &self.link) {
+                // Nothing new from the store: the current snapshot stays.
+                (Some((_, current)), Some(_)) => current,
+                _ => {
+                    self.checkpoint().map_err(sm_err)?;
+                    self.local_manifest(last_applied, &membership, self.high_watermark())?
+                }
+            },
         };
         let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
+            last_log_id: manifest.last_log_id.map(|(t, i)| log_id(t, i)),
+            last_membership: manifest_membership(&manifest),
+            snapshot_id: snapshot_id(&manifest),
         };
-        self.applied.lock().snapshot = Some((meta.clone(), manifest.clone()));
+        self.save_snapshot(&meta, &manifest).map_err(sm_err)?;
+        {
+            let mut applied = self.applied.lock();
+            applied.snapshots_built += 1;
+            applied.snapshot = Some((meta.clone(), manifest.clone()));
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(manifest),
@@ -376,28 +580,20 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                 .is_some_and(|at| at.term == last.leader_id.term),
         };
         if !holds_it {
-            if !snapshot.segments.is_empty() {
-                let error = std::io::Error::other(format!(
-                    "snapshot {} needs {} segment(s) this replica does not hold; fetching them \
-                     needs a snapshot store",
-                    meta.snapshot_id,
-                    snapshot.segments.len()
-                ));
-                return Err(StorageIOError::read_snapshot(
-                    Some(meta.signature()),
-                    AnyError::new(&error),
-                )
-                .into());
+            if snapshot.segments.is_empty() {
+                self.shared.reset(snapshot.next_offset).map_err(sm_err)?;
+            } else {
+                self.fetch_and_install(meta, &snapshot).await?;
             }
-            self.shared.reset(snapshot.next_offset).map_err(sm_err)?;
         }
         self.advance_high_watermark(snapshot.next_offset, true);
         {
             let mut applied = self.applied.lock();
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            applied.snapshot = Some((meta.clone(), *snapshot));
+            applied.snapshot = Some((meta.clone(), (*snapshot).clone()));
         }
+        self.save_snapshot(meta, &snapshot).map_err(sm_err)?;
         self.checkpoint().map_err(sm_err)?;
         Ok(())
     }

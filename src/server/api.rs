@@ -269,6 +269,28 @@ impl TopicService for Api {
             topic: Some(describe(status)),
         }))
     }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let manifest = self
+            .broker
+            .create_snapshot(&req.topic, req.partition)
+            .await
+            .map_err(to_status)?;
+        let (term, index) = manifest.last_log_id.unwrap_or((0, 0));
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            manifest_key: manifest.key(&manifest.cluster_id),
+            last_log_term: term,
+            last_log_index: index,
+            log_start_offset: manifest.log_start_offset,
+            next_offset: manifest.next_offset,
+            objects: manifest.segments.len() as u32,
+            bytes: manifest.bytes(),
+        }))
+    }
 }
 
 /// A stream of responses fed by a spawned task.

@@ -24,6 +24,29 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The store refused the request (credentials, permissions, bucket): retrying will not help
+    /// until the configuration changes.
+    #[error("snapshot store refused {operation} of {key:?}: {code}: {message}")]
+    Refused {
+        /// The operation (`put`, `get`, ...).
+        operation: &'static str,
+        /// The key (or prefix).
+        key: String,
+        /// The service's error code (`AccessDenied`, `SignatureDoesNotMatch`, `NoSuchBucket`, ...).
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// The store could not be reached or failed (connection refused, timeout, 5xx): retry later.
+    #[error("snapshot store unavailable during {operation} of {key:?}: {message}")]
+    Unavailable {
+        /// The operation.
+        operation: &'static str,
+        /// The key (or prefix).
+        key: String,
+        /// What failed.
+        message: String,
+    },
     /// Reading or writing failed.
     #[error("snapshot store I/O on {key:?} failed: {source}")]
     Io {
@@ -92,7 +115,7 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 }
 
 /// Files being written start with this; they are never listed or read as objects.
-const TMP_MARK: &str = ".tmp-";
+pub(crate) const TMP_MARK: &str = ".tmp-";
 
 /// A snapshot store in a local directory: each object is a file at `<root>/<key>`, written to a
 /// temporary file, fsynced and renamed into place (then the directory is fsynced), so an object
@@ -147,7 +170,7 @@ async fn blocking<T: Send + 'static>(
 /// (marked so it is never listed; removed if anything fails), fsync, rename, fsync of the
 /// directory. Unlike [`crate::log::write_atomically`] it streams, and its temporary name can
 /// neither collide with another object's key nor with a concurrent writer of the same key.
-fn write_atomically(
+pub(crate) fn write_atomically(
     target: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<u64>,
 ) -> std::io::Result<u64> {
