@@ -206,6 +206,10 @@ pub struct PartitionStatus {
     pub leader_id: Option<u64>,
     /// Its replicas.
     pub replicas: Vec<u64>,
+    /// Bytes of Raft entries this replica received from leaders since the node started.
+    pub replication_bytes_received: u64,
+    /// Key of this replica's current snapshot manifest ("" if none).
+    pub snapshot_manifest: String,
 }
 
 /// A topic as described to clients.
@@ -598,8 +602,13 @@ impl Broker {
                 size_bytes: 0,
                 leader_id: metadata.leaders.get(&group).copied(),
                 replicas: replicas.clone(),
+                replication_bytes_received: self.raft.groups.received_bytes(&group),
+                snapshot_manifest: String::new(),
             };
             if let Some(p) = local {
+                if let Some(m) = p.current_snapshot().filter(|m| !m.cluster_id.is_empty()) {
+                    status.snapshot_manifest = m.key(&m.cluster_id);
+                }
                 let log = p.log().clone();
                 status.log_start_offset = log.log_start_offset();
                 status.high_watermark = p.high_watermark();

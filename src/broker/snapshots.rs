@@ -153,24 +153,25 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self, mut requests: mpsc::Receiver<CreateRequest>) {
-        let mut metrics: watch::Receiver<_> = self.raft.metrics();
+        let metrics: watch::Receiver<_> = self.raft.metrics();
         let mut last_snapshot = Instant::now();
         let mut retry_at = Instant::now();
         let mut backoff = Duration::from_secs(1);
+        // A fixed tick (not a sleep restarted by every metrics change, which under steady
+        // heartbeats would never fire).
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let request = tokio::select! {
                 r = requests.recv() => match r {
                     Some(r) => Some(r),
                     None => return,
                 },
-                _ = tokio::time::sleep(TICK) => None,
-                changed = metrics.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    continue;
-                }
+                _ = tick.tick() => None,
             };
+            if metrics.has_changed().is_err() {
+                return;
+            }
             if request.is_none() && Instant::now() < retry_at {
                 continue;
             }
@@ -441,6 +442,7 @@ impl Worker {
                 continue;
             }
             let manifest = get_manifest(&*self.settings.store, &key).await?;
+            tracing::info!(group = %self.group, %key, "snapshot adopted from the store");
             self.status.lock().last_manifest = Some(key);
             self.adopt(manifest.clone(), id).await;
             return Ok(Some(manifest));

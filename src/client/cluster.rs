@@ -368,6 +368,21 @@ impl ClusterClient {
         .await
     }
 
+    /// Snapshots a partition now, on its leader.
+    pub async fn create_snapshot(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<pb::CreateSnapshotResponse> {
+        self.partitions(topic).await?;
+        self.with_retries(
+            true,
+            |c, avoid| c.route_avoiding(c.leader(topic, partition), topic, partition, avoid),
+            |mut client| async move { client.create_snapshot(topic, partition).await },
+        )
+        .await
+    }
+
     /// Fetches from a replica of the partition (per the read policy).
     pub async fn consume(
         &self,

@@ -230,6 +230,22 @@ impl Client {
         Ok(response.into_inner().topic.unwrap_or_default())
     }
 
+    /// Snapshots a partition now (this node must lead it).
+    pub async fn create_snapshot(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<pb::CreateSnapshotResponse> {
+        let response = self
+            .topics
+            .create_snapshot(pb::CreateSnapshotRequest {
+                topic: topic.to_string(),
+                partition,
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Servers and partition leaders.
     pub async fn metadata(&mut self) -> Result<pb::GetMetadataResponse> {
         Ok(self

@@ -293,6 +293,8 @@ pub trait MetaProposer: Send + Sync + 'static {
 #[derive(Default)]
 pub struct RaftGroups {
     groups: RwLock<HashMap<String, Arc<dyn RaftEndpoint>>>,
+    /// Bytes of entries received per group (AppendEntries, single or batched).
+    received: parking_lot::Mutex<HashMap<String, u64>>,
     proposer: RwLock<Option<std::sync::Weak<dyn MetaProposer>>>,
 }
 
@@ -313,6 +315,18 @@ impl RaftGroups {
     /// Unregisters a group.
     pub fn remove(&self, name: &str) {
         self.groups.write().remove(name);
+    }
+
+    /// Bytes of Raft entries received for `group` since this node started.
+    pub fn received_bytes(&self, group: &str) -> u64 {
+        self.received.lock().get(group).copied().unwrap_or(0)
+    }
+
+    fn count_received(&self, req: &pb::RaftAppendRequest) {
+        let bytes: usize = req.entries.iter().map(|e| e.len()).sum();
+        if bytes > 0 {
+            *self.received.lock().entry(req.group.clone()).or_default() += bytes as u64;
+        }
     }
 
     /// Sets what handles metadata proposals from peers.
@@ -358,6 +372,7 @@ impl pb::raft_service_server::RaftService for RaftRpcService {
     ) -> Result<Response<pb::RaftAppendResponse>, Status> {
         let req = request.into_inner();
         let group = self.groups.get(&req.group)?;
+        self.groups.count_received(&req);
         group.append(req).await.map(Response::new)
     }
 

@@ -92,6 +92,8 @@ fn describe(status: TopicStatus) -> pb::TopicDescription {
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
                 leader_id: p.leader_id.unwrap_or(0),
+                replication_bytes_received: p.replication_bytes_received,
+                snapshot_manifest: p.snapshot_manifest,
             })
             .collect(),
     }

@@ -264,6 +264,29 @@ where
     }
 }
 
+/// A failure while reading an object's body: a checksum mismatch (the SDK checks the
+/// checksum the server stored) or a broken connection.
+fn body_error(key: &str, e: &(dyn std::error::Error + 'static)) -> StoreError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        message = format!("{message}: {inner}");
+        source = inner.source();
+    }
+    if message.to_ascii_lowercase().contains("checksum") {
+        StoreError::Checksum {
+            key: key.to_string(),
+            message,
+        }
+    } else {
+        StoreError::Unavailable {
+            operation: "get",
+            key: key.to_string(),
+            message,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SnapshotStore for S3Store {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
@@ -318,11 +341,7 @@ impl SnapshotStore for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Unavailable {
-                operation: "get",
-                key: key.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| body_error(key, &e))?;
         Ok(data.into_bytes())
     }
 
@@ -350,16 +369,11 @@ impl SnapshotStore for S3Store {
             .map_err(io)?;
         let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
         let mut size = 0u64;
-        while let Some(chunk) =
-            object
-                .body
-                .try_next()
-                .await
-                .map_err(|e| StoreError::Unavailable {
-                    operation: "get",
-                    key: key.to_string(),
-                    message: e.to_string(),
-                })?
+        while let Some(chunk) = object
+            .body
+            .try_next()
+            .await
+            .map_err(|e| body_error(key, &e))?
         {
             file.write_all(&chunk).await.map_err(io)?;
             size += chunk.len() as u64;

@@ -10,7 +10,7 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 
-/// A running server; stops when dropped.
+/// A running server; stops (closing its connections) when dropped.
 #[derive(Debug)]
 pub struct S3Server {
     addr: SocketAddr,
@@ -38,13 +38,19 @@ impl S3Server {
         let service = builder.build();
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
+            // Connections belong to the server: stopping it (dropping this set) closes them.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                };
+                let Ok((stream, _)) = accepted else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

@@ -47,6 +47,15 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
+    /// The object's bytes failed the checksum the store keeps for it (corrupt at rest or in
+    /// transit).
+    #[error("snapshot store object {key:?} failed its checksum: {message}")]
+    Checksum {
+        /// The object.
+        key: String,
+        /// What the check said.
+        message: String,
+    },
     /// Reading or writing failed.
     #[error("snapshot store I/O on {key:?} failed: {source}")]
     Io {

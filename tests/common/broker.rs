@@ -9,6 +9,11 @@ use std::time::Duration;
 use logbook::client::Client;
 
 /// Path of the binary under test.
+/// Access key of the S3 servers tests start.
+pub const S3_KEY: &str = "logbook-test";
+/// Its secret.
+pub const S3_SECRET: &str = "logbook-test-secret";
+
 pub fn logbook_bin() -> &'static str {
     env!("CARGO_BIN_EXE_logbook")
 }
@@ -57,6 +62,10 @@ impl BrokerProcess {
             .arg(data_dir)
             .args(extra)
             .env_remove("LOGBOOK_CONFIG")
+            // Credentials of the S3 servers tests start (through the standard AWS chain).
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
