@@ -22,6 +22,7 @@
 //! depend on `log` only; nothing depends on `server`. `main.rs` only parses the command line and
 //! wires parts.
 
+pub mod admin;
 pub mod bench;
 pub mod broker;
 pub mod cli;

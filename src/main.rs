@@ -47,6 +47,13 @@ enum Command {
         #[command(flatten)]
         args: ConsumeArgs,
     },
+    /// List, inspect and create snapshots (list and inspect read the snapshot store directly).
+    #[command(subcommand)]
+    Snapshot(logbook::admin::SnapshotCommand),
+    /// Rebuild a node's data directory from the snapshot store (after losing every node).
+    Restore(logbook::admin::RestoreArgs),
+    /// Serve a local directory over the S3 protocol (for laptops, tests and benchmarks).
+    S3Server(logbook::admin::S3ServerArgs),
     /// Run a benchmark and print its numbers next to the machine's own limits.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -129,6 +136,20 @@ fn client_command(command: impl std::future::Future<Output = Result<(), ClientEr
     }
 }
 
+/// Runs an admin command; failures print their cause chain and exit with FAILURE.
+fn admin_command(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let outcome = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(command));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code::FAILURE as u8)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -163,6 +184,18 @@ fn main() -> ExitCode {
         Command::Consume { server, args } => {
             init_logging("warn");
             client_command(cli::consume(&server, args))
+        }
+        Command::Snapshot(command) => {
+            init_logging("warn");
+            admin_command(logbook::admin::snapshot(command))
+        }
+        Command::Restore(args) => {
+            init_logging("warn");
+            admin_command(logbook::admin::restore(args))
+        }
+        Command::S3Server(args) => {
+            init_logging("info");
+            admin_command(logbook::admin::s3_server(args))
         }
         Command::Bench(BenchCommand::Broker(options)) => {
             init_logging("error");

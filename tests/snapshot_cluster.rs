@@ -327,3 +327,173 @@ async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
     let objects = s3_store.list(&format!("{group}/segments/")).await.unwrap();
     assert!(objects.len() >= 5, "{objects:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cluster_is_restored_from_s3_up_to_its_last_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.path().join("s3"),
+        &["snaps"],
+        S3_KEY,
+        S3_SECRET,
+    )
+    .await
+    .unwrap();
+    let endpoint = s3.endpoint();
+    let flags = s3_flags(&endpoint);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start_with(dir.path(), 3, &flags);
+    cluster.wait_formed(3).await;
+    let mut admin = cluster.any_client().await;
+    admin
+        .create_topic("a", 2, Default::default())
+        .await
+        .unwrap();
+    let settings = logbook::proto::v1::TopicConfig {
+        retention_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    admin.create_topic("b", 1, settings).await.unwrap();
+    let client = ClusterClient::connect(&cluster.addrs(), ReadFrom::Leader)
+        .await
+        .unwrap();
+    let mut acked = produce_load(&client, "a", 2, 30, "a").await;
+    acked.extend(produce_load(&client, "b", 1, 30, "b").await);
+    // The recovery point: a snapshot of every partition after the writes.
+    let mut cluster_id = String::new();
+    let mut points = Vec::new();
+    for (topic, p) in [("a", 0u32), ("a", 1), ("b", 0)] {
+        let created = client.create_snapshot(topic, p).await.unwrap();
+        cluster_id = created.manifest_key.split('/').next().unwrap().to_string();
+        points.push(created.next_offset);
+    }
+    let s3_store = store(&endpoint);
+    let meta_prefix = format!("{cluster_id}/meta/manifests/");
+    // The metadata leader writes a metadata manifest within snapshot_interval_ms of a change.
+    wait_for(
+        Duration::from_secs(30),
+        "a metadata manifest with both topics",
+        || {
+            let (s3_store, meta_prefix) = (&s3_store, &meta_prefix);
+            async move {
+                let Ok(keys) = s3_store.list(meta_prefix).await else {
+                    return false;
+                };
+                let Some(newest) = keys.last() else {
+                    return false;
+                };
+                s3_store.get(&newest.key).await.is_ok_and(|body| {
+                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    json["metadata"]["topics"]["b"].is_object()
+                })
+            }
+        },
+    )
+    .await;
+
+    // `snapshot list` and `snapshot inspect` read the store directly.
+    let store_flags = [
+        "--store",
+        "s3://snaps/prod",
+        "--cluster-id",
+        &cluster_id,
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-force-path-style",
+    ];
+    let mut args = vec!["snapshot", "list"];
+    args.extend(store_flags);
+    let listed = common::broker::cli("127.0.0.1:1", &args, "");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    for group in ["a/0", "a/1", "b/0", "meta"] {
+        assert!(text.contains(group), "{group} missing from:\n{text}");
+    }
+    let mut args = vec!["snapshot", "inspect", "--topic", "a", "--partition", "1"];
+    args.extend(store_flags);
+    let inspected = common::broker::cli("127.0.0.1:1", &args, "");
+    assert!(inspected.status.success(), "{inspected:?}");
+    assert!(String::from_utf8_lossy(&inspected.stderr).contains(" 0 missing"));
+
+    // Every node is lost.
+    for slot in 0..3 {
+        let addr = cluster.addr(slot).unwrap();
+        cluster.kill(&addr);
+    }
+    drop(cluster);
+
+    // A new node is rebuilt from S3 and serves everything up to the recovery point.
+    let port = common::cluster::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data_dir = dir.path().join("restored");
+    let data_dir_arg = data_dir.display().to_string();
+    let mut args = vec![
+        "restore",
+        "--data-dir",
+        &data_dir_arg,
+        "--advertise-addr",
+        &listen,
+    ];
+    args.extend(store_flags);
+    let restored = common::broker::cli("127.0.0.1:1", &args, "");
+    let out = String::from_utf8_lossy(&restored.stdout);
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(out.contains("2 topic(s), 3 partition(s)"), "{out}");
+    // Restoring over a node is refused.
+    let again = common::broker::cli("127.0.0.1:1", &args, "");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a node"));
+
+    let node = common::broker::BrokerProcess::start_in(
+        None,
+        &listen,
+        &data_dir,
+        &[
+            "--snapshot-store",
+            "s3://snaps/prod",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-force-path-style",
+            "true",
+        ],
+    );
+    let mut c = node.client().await;
+    let b = c.describe_topic("b").await.unwrap();
+    assert_eq!(
+        b.config.unwrap().retention_ms,
+        Some(3_600_000),
+        "settings came back: {out}"
+    );
+    assert!(!out.contains("no metadata manifest"), "{out}");
+    for (i, (topic, p)) in [("a", 0u32), ("a", 1), ("b", 0)].into_iter().enumerate() {
+        let held: BTreeMap<u64, String> = common::broker::offsets_and_values(
+            &common::broker::read_partition(&mut c, topic, p).await,
+        )
+        .into_iter()
+        .collect();
+        let expected = if topic == "a" {
+            &acked[p as usize]
+        } else {
+            &acked[2]
+        };
+        for (offset, value) in expected {
+            assert!(*offset < points[i]);
+            assert_eq!(held.get(offset), Some(value), "{topic}/{p} at {offset}");
+        }
+        // And it takes writes again, after the recovery point.
+        let ack = c
+            .produce(
+                topic,
+                Some(p),
+                &[NewRecord {
+                    value: Some(Bytes::from_static(b"after restore")),
+                    timestamp_ms: 1,
+                    ..NewRecord::default()
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(ack.base_offset >= points[i], "{ack:?}");
+    }
+}

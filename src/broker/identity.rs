@@ -47,6 +47,21 @@ impl NodeIdentity {
     }
 }
 
+impl NodeIdentity {
+    /// Creates `node.json` in `data_dir` for a new node of cluster `cluster_id` (a restore).
+    pub fn create(data_dir: &Path, cluster_id: &str) -> Result<Self, BrokerError> {
+        let identity = NodeIdentity {
+            node_id: fastrand::u64(1..u64::MAX >> 11),
+            cluster_id: cluster_id.to_string(),
+        };
+        write_atomically(
+            &data_dir.join(IDENTITY_FILE),
+            &serde_json::to_vec_pretty(&identity).unwrap_or_default(),
+        )?;
+        Ok(identity)
+    }
+}
+
 /// Writes `bytes` to `path` atomically (see [`crate::log::write_atomically`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
     crate::log::write_atomically(path, bytes).map_err(|e| BrokerError::io(path, e))

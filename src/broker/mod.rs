@@ -4,6 +4,7 @@
 mod combiner;
 mod identity;
 pub mod node;
+pub mod restore;
 pub mod snapshots;
 mod topic;
 

@@ -136,6 +136,10 @@ pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
     tasks.push(tokio::spawn(async move { control_loop(weak).await }));
     let weak = Arc::downgrade(broker);
     tasks.push(tokio::spawn(async move { reconcile_loop(weak).await }));
+    let weak = Arc::downgrade(broker);
+    tasks.push(tokio::spawn(async move {
+        super::snapshots::meta_upload_loop(weak).await
+    }));
 }
 
 /// Formation and controller loop.

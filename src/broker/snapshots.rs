@@ -470,3 +470,63 @@ pub fn link(settings: &SnapshotSettings) -> Arc<StoreLink> {
         ready: Mutex::new(None),
     })
 }
+
+/// On the metadata leader: writes a manifest of the cluster metadata to the store whenever it
+/// changed (at most once per `snapshot_interval_ms`), keeping the newest `snapshot_retain`.
+pub(super) async fn meta_upload_loop(broker: std::sync::Weak<super::Broker>) {
+    use crate::snapshot::manifest::{META_GROUP, MetaManifest, manifest_key};
+    let mut uploaded: Option<LogId> = None;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let Some(settings) = b.snapshot_settings() else {
+            return;
+        };
+        let m = b.meta.metrics().borrow().clone();
+        let metadata = b.metadata();
+        if m.state == ServerState::Leader
+            && m.last_applied.is_some()
+            && m.last_applied != uploaded
+            && !metadata.cluster_id.is_empty()
+        {
+            let last = m.last_applied.map(|l| (l.leader_id.term, l.index));
+            let (term, index) = last.unwrap_or((0, 0));
+            let manifest = MetaManifest {
+                version: crate::snapshot::MANIFEST_VERSION,
+                cluster_id: settings.cluster_id.clone(),
+                last_log_id: last,
+                metadata: serde_json::to_value(&*metadata).unwrap_or_default(),
+                created_ms: crate::log::now_ms(),
+            };
+            let prefix = group_prefix(&settings.cluster_id, META_GROUP);
+            let key = manifest_key(&prefix, term, index);
+            let json = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+            let outcome = async {
+                settings.store.put(&key, json).await?;
+                for old in manifest_keys(&*settings.store, &prefix)
+                    .await?
+                    .iter()
+                    .skip(settings.retain.max(1))
+                {
+                    settings.store.delete(old).await?;
+                }
+                Ok::<_, crate::snapshot::StoreError>(())
+            }
+            .await;
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(%key, "metadata snapshot written");
+                    uploaded = m.last_applied;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "metadata snapshot upload failed; retrying later")
+                }
+            }
+        }
+        let mut shutdown = b.shutdown_signal();
+        drop(b);
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}

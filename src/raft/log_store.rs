@@ -215,6 +215,29 @@ impl<C> LogStore<C> {
     }
 }
 
+/// Writes the Raft state of a replica restored from a snapshot (before it is opened): a vote
+/// at `term` for nobody (the replica campaigns at `term + 1`), `committed` if given, and
+/// everything up to `last_purged` purged.
+pub fn seed_restored_state(
+    dir: &std::path::Path,
+    term: u64,
+    last_purged: Option<LogId>,
+    committed: Option<LogId>,
+) -> Result<(), RaftLogError> {
+    let state = PersistedState {
+        vote_term: term,
+        voted_for: None,
+        vote_committed: false,
+        has_vote: true,
+        last_purged: last_purged.map(|l| (l.leader_id.term, l.index)),
+        committed: committed.map(|l| (l.leader_id.term, l.index)),
+    };
+    let path = dir.join(RAFT_STATE_FILE);
+    let json = serde_json::to_vec(&state).unwrap_or_default();
+    crate::log::write_atomically(&path, &json)
+        .map_err(|source| RaftLogError::State { path, source })
+}
+
 impl LogShared {
     /// The commit log.
     pub fn log(&self) -> &Arc<PartitionLog> {

@@ -154,7 +154,15 @@ impl PartitionStateMachine {
             link: None,
         };
         if let Some(saved) = machine.load_snapshot()? {
-            machine.applied.lock().snapshot = Some(saved);
+            // A snapshot is saved only after the applied state covering it was checkpointed;
+            // one ahead of the checkpoint (a lost log tail) is not used.
+            let applied = machine.applied.lock().last_applied;
+            if saved.0.last_log_id <= applied {
+                machine.applied.lock().snapshot = Some(saved);
+            } else {
+                tracing::warn!(dir = %machine.shared.log().dir().display(),
+                    snapshot = %saved.0.snapshot_id, "snapshot ahead of the applied state; ignored");
+            }
         }
         Ok(machine)
     }
@@ -429,6 +437,41 @@ fn entry_span(mut bytes: &[u8]) -> Result<Appended, crate::log::BatchError> {
     })
 }
 
+/// Writes the applied state and current snapshot of a replica restored from `manifest` (before
+/// it is opened): everything up to the manifest's last log id is applied, under `membership`.
+pub fn seed_restored(
+    dir: &std::path::Path,
+    manifest: &PartitionSnapshot,
+    membership: &Membership,
+) -> std::io::Result<()> {
+    let last = manifest.last_log_id;
+    let checkpoint = Checkpoint {
+        last_applied: last,
+        membership_log_id: last,
+        configs: membership.get_joint_config().clone(),
+        nodes: membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect(),
+    };
+    let mut restored = manifest.clone();
+    restored.membership_log_id = last;
+    restored.configs = checkpoint.configs.clone();
+    restored.nodes = checkpoint.nodes.clone();
+    let saved = SavedSnapshot {
+        snapshot_id: snapshot_id(&restored),
+        manifest: restored,
+    };
+    crate::log::write_atomically(
+        &dir.join(APPLIED_FILE),
+        &serde_json::to_vec(&checkpoint).unwrap_or_default(),
+    )?;
+    crate::log::write_atomically(
+        &dir.join(SNAPSHOT_FILE),
+        &serde_json::to_vec(&saved).unwrap_or_default(),
+    )
+}
+
 /// An empty manifest standing for `last_applied` with `membership`.
 pub fn manifest_for(
     last_applied: Option<LogId>,
@@ -477,10 +520,7 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
             _ => match (self.current_snapshot(), &self.link) {
                 // Nothing new from the store: the current snapshot stays.
                 (Some((_, current)), Some(_)) => current,
-                _ => {
-                    self.checkpoint().map_err(sm_err)?;
-                    self.local_manifest(last_applied, &membership, self.high_watermark())?
-                }
+                _ => self.local_manifest(last_applied, &membership, self.high_watermark())?,
             },
         };
         let meta = SnapshotMeta {
@@ -488,6 +528,8 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
             last_membership: manifest_membership(&manifest),
             snapshot_id: snapshot_id(&manifest),
         };
+        // After a restart, the applied state must cover the snapshot (openraft insists).
+        self.checkpoint().map_err(sm_err)?;
         self.save_snapshot(&meta, &manifest).map_err(sm_err)?;
         {
             let mut applied = self.applied.lock();
@@ -593,8 +635,8 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             applied.membership = meta.last_membership.clone();
             applied.snapshot = Some((meta.clone(), (*snapshot).clone()));
         }
-        self.save_snapshot(meta, &snapshot).map_err(sm_err)?;
         self.checkpoint().map_err(sm_err)?;
+        self.save_snapshot(meta, &snapshot).map_err(sm_err)?;
         Ok(())
     }
 

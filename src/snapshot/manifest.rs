@@ -74,6 +74,24 @@ impl Manifest {
     }
 }
 
+/// A snapshot of the metadata group: the cluster metadata as of a log id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaManifest {
+    /// Format version ([`MANIFEST_VERSION`]).
+    pub version: u32,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Last Raft log id of the metadata group covered, as (term, index).
+    pub last_log_id: Option<(u64, u64)>,
+    /// The metadata (topics, settings, assignments) as JSON.
+    pub metadata: serde_json::Value,
+    /// When it was written (ms since the epoch).
+    pub created_ms: i64,
+}
+
+/// Group name of the metadata group in the store.
+pub const META_GROUP: &str = "meta";
+
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
