@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint bench-log bench-broker bench-cluster ci clean
+.PHONY: help setup run test fmt lint bench-log bench-broker bench-cluster bench-snapshot ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -31,6 +31,9 @@ bench-broker: ## Broker benchmark: produce streams, latency, consume, memory (pr
 
 bench-cluster: ## Cluster benchmark: RF=3 vs single node, failover, idle cost of 1,000 partitions (prints a bench-cluster: line)
 	$(CARGO) run --release -- bench cluster
+
+bench-snapshot: ## Snapshot benchmark: restore vs the S3 server's raw GET, leader egress of a replacement (prints a bench-snapshot: line)
+	$(CARGO) run --release -- bench snapshot
 
 ci: ## What CI runs
 	.ci/run

@@ -67,6 +67,8 @@ enum BenchCommand {
     Broker(BrokerBenchOptions),
     /// Three nodes at RF=3 next to a single node; failover time; idle cost of 1,000 partitions.
     Cluster(logbook::bench::cluster::ClusterBenchOptions),
+    /// Snapshot restore against the S3 server's raw GET speed; leader egress of a replacement.
+    Snapshot(logbook::bench::snapshot::SnapshotBenchOptions),
 }
 
 fn init_logging(default: &str) {
@@ -213,6 +215,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: cluster benchmark failed: {e}");
+                    ExitCode::from(exit_code::FAILURE as u8)
+                }
+            }
+        }
+        Command::Bench(BenchCommand::Snapshot(options)) => {
+            init_logging("error");
+            match logbook::bench::snapshot::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: snapshot benchmark failed: {e}");
                     ExitCode::from(exit_code::FAILURE as u8)
                 }
             }

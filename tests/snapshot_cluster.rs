@@ -170,13 +170,30 @@ async fn a_replacement_node_restores_from_s3_and_gets_only_the_tail_over_raft() 
     std::fs::remove_dir_all(dir.path().join("node2")).unwrap();
     let slot = cluster.add_node(&[]);
     let new_addr = cluster.addr(slot).unwrap();
-    // A few writes while it joins.
+    // A few writes while it joins (once both partitions have a live leader again).
+    let via = cluster.addr(0).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "a live leader for both partitions",
+        || {
+            let (via, victim) = (via.clone(), victim.clone());
+            async move {
+                let mut live = true;
+                for p in 0..2 {
+                    let leader = common::cluster::leader_addr(&via, "snap", p).await;
+                    live &= leader.is_some_and(|l| l != victim);
+                }
+                live
+            }
+        },
+    )
+    .await;
+    client.refresh().await.unwrap();
     for i in 0..20u64 {
         let p = (i % 2) as u32;
         let (ack, value) = produce_unique(&client, "snap", p, &format!("during{i}")).await;
         acked[p as usize].insert(ack.base_offset, value);
     }
-    let via = cluster.addr(0).unwrap();
     wait_for(
         Duration::from_secs(90),
         "the new node holds both partitions",

@@ -48,13 +48,14 @@ pub struct ClusterBenchOptions {
 }
 
 /// A broker child process.
-struct Node {
+pub(super) struct Node {
     child: Child,
-    addr: String,
+    /// Its gRPC address.
+    pub(super) addr: String,
 }
 
 impl Node {
-    fn start(data_dir: &Path, extra: &[String]) -> Result<Self, BenchError> {
+    pub(super) fn start(data_dir: &Path, extra: &[String]) -> Result<Self, BenchError> {
         // The nodes' logs (errors only: peers going away is expected here) go next to their
         // data, not into the benchmark's output.
         std::fs::create_dir_all(data_dir)?;
@@ -71,6 +72,10 @@ impl Node {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "error")
+            // Credentials of the S3 server `bench snapshot` starts (the standard AWS chain).
+            .env("AWS_ACCESS_KEY_ID", super::snapshot::S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", super::snapshot::S3_SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()?;
@@ -89,7 +94,7 @@ impl Node {
         self.child.id()
     }
 
-    fn kill(self) {
+    pub(super) fn kill(self) {
         drop(self);
     }
 }
@@ -103,7 +108,7 @@ impl Drop for Node {
 }
 
 /// A port free for TCP and UDP on 127.0.0.1.
-fn free_port() -> Result<u16, BenchError> {
+pub(super) fn free_port() -> Result<u16, BenchError> {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = tcp.local_addr()?.port();
@@ -114,7 +119,15 @@ fn free_port() -> Result<u16, BenchError> {
 }
 
 /// Starts three nodes that form a cluster; waits until it has.
-async fn start_cluster(dir: &Path, extra: &[&str]) -> Result<Vec<Node>, BenchError> {
+pub(super) async fn start_cluster(dir: &Path, extra: &[&str]) -> Result<Vec<Node>, BenchError> {
+    Ok(start_cluster_seeds(dir, extra).await?.0)
+}
+
+/// [`start_cluster`], also returning the gossip seeds (`host:port,...`) a new node joins with.
+pub(super) async fn start_cluster_seeds(
+    dir: &Path,
+    extra: &[&str],
+) -> Result<(Vec<Node>, String), BenchError> {
     let gossip: Vec<String> = (0..3)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<_, _>>()?;
@@ -154,7 +167,7 @@ async fn start_cluster(dir: &Path, extra: &[&str]) -> Result<Vec<Node>, BenchErr
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(nodes)
+    Ok((nodes, seeds))
 }
 
 /// utime + stime of `pid`, in seconds.

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod log;
+pub mod snapshot;
 
 use std::time::Duration;
 

@@ -17,8 +17,9 @@ pub mod s3_server;
 pub mod store;
 
 pub use manifest::{
-    GcReport, MANIFEST_VERSION, Manifest, RestoreError, SegmentObject, collect_garbage,
-    fetch_segments, get_manifest, group_prefix, manifest_key, manifest_keys, put_manifest,
+    GcReport, MANIFEST_VERSION, Manifest, PARALLEL_DOWNLOADS, RestoreError, SegmentObject,
+    collect_garbage, fetch_segments, get_manifest, group_prefix, manifest_key, manifest_keys,
+    put_manifest,
 };
 pub use s3::{S3Location, S3Store};
 pub use s3_server::S3Server;
