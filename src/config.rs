@@ -85,7 +85,7 @@ pub struct BrokerConfig {
     /// campaigns, so failover takes about 2.5 times this.
     pub raft_election_timeout_ms: u64,
     /// Where snapshots go: a directory, `file:///dir`, `s3://bucket/prefix`, or `none`
-    /// ("": `<data_dir>/snapshots`).
+    /// ("": `<data_dir>/snapshots` on a standalone node, none on a cluster node).
     pub snapshot_store: String,
     /// S3 endpoint URL for S3-compatible servers ("": AWS).
     pub s3_endpoint: String,
@@ -266,11 +266,15 @@ impl BrokerConfig {
         }
     }
 
-    /// The snapshot store URL (`None` when disabled).
+    /// The snapshot store URL (`None` when disabled). Unset, a standalone node keeps snapshots
+    /// in `<data_dir>/snapshots`; a cluster node has none, because every node of a cluster must
+    /// see the same store (S3, or a directory they all share).
     pub fn snapshot_store_url(&self) -> Option<String> {
+        let standalone = self.bootstrap_expect <= 1 && self.join.is_empty();
         match self.snapshot_store.trim() {
             "none" => None,
-            "" => Some(self.data_dir.join("snapshots").display().to_string()),
+            "" if standalone => Some(self.data_dir.join("snapshots").display().to_string()),
+            "" => None,
             url => Some(url.to_string()),
         }
     }

@@ -9,17 +9,18 @@
 //! | [`server`] | tonic services (client API, health, reflection), error statuses, graceful shutdown | built |
 //! | [`client`] | client library (one node, or a cluster with leader routing, replica reads and retries) and the Kafka partitioner | built |
 //! | [`cli`] | `topic`, `produce`, `consume` commands | built |
+//! | [`admin`] | `snapshot list/inspect/create`, `restore`, `s3-server` commands | built |
 //! | [`config`] | figment layering and validation | built |
 //! | [`proto`] | generated gRPC types | built |
-//! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`, `cluster`) |
+//! | [`bench`](mod@bench) | benchmark programs run by `logbook bench ...` | built (`log`, `broker`, `cluster`, `snapshot`) |
 //! | [`raft`] | openraft type configs, log storage on top of `log`, partition state machine, gRPC network | built |
 //! | [`cluster`] | gossip membership (serf), the metadata group's state machine, replica placement | built |
-//! | [`snapshot`] | snapshot store (`SnapshotStore`: local dir built; S3 planned), manifests, restore | started (issue 5) |
+//! | [`snapshot`] | snapshot store (`SnapshotStore`: local directory and S3), manifests, verified downloads, GC, a local S3 server | built (issue 5) |
 //! | `security` | rustls configs, casbin ACLs, certificate tool | planned |
 //! | `telemetry` | tracing, OTLP, metrics | planned |
 //!
-//! Dependencies run one way: `server` → `broker` → `cluster`/`raft` → `log`; `snapshot` will
-//! depend on `log` only; nothing depends on `server`. `main.rs` only parses the command line and
+//! Dependencies run one way: `server` → `broker` → `cluster`/`raft` → `log`/`snapshot`;
+//! `snapshot` depends on `log` only; nothing depends on `server`. `main.rs` only parses the command line and
 //! wires parts.
 
 pub mod admin;

@@ -283,9 +283,15 @@ async fn garbage_collection_keeps_what_the_newest_manifests_and_pending_uploads_
         "{keys:?}"
     );
 
-    let report = collect_garbage(&f.store, prefix, 2, &BTreeSet::from([pending.key.clone()]))
-        .await
-        .unwrap();
+    let report = collect_garbage(
+        &f.store,
+        prefix,
+        2,
+        0,
+        &BTreeSet::from([pending.key.clone()]),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.manifests, 1);
     assert_eq!(report.segments, 2, "a and the orphan");
     let left: BTreeSet<String> = f
@@ -298,10 +304,36 @@ async fn garbage_collection_keeps_what_the_newest_manifests_and_pending_uploads_
         .collect();
     assert_eq!(
         left,
-        BTreeSet::from([b.key, c.key, d.key, pending.key]),
+        BTreeSet::from([b.key.clone(), c.key, d.key, pending.key]),
         "orphan {} and a {} go",
         orphan.key,
         a.key
     );
     assert_eq!(manifest_keys(&f.store, prefix).await.unwrap().len(), 2);
+
+    // A manifest younger than the grace period stays whatever `retain` says (a replica may be
+    // installing it): with retain = 1, the newest stays by count, the young one by age.
+    let mut young = manifest("c1", "t/0", 0, vec![b.clone()]);
+    young.created_ms = logbook::log::now_ms();
+    put_manifest(&f.store, &young).await.unwrap();
+    let report = collect_garbage(
+        &f.store,
+        prefix,
+        1,
+        logbook::snapshot::manifest::GC_GRACE_MS,
+        &BTreeSet::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.manifests, 1,
+        "only the old, not newest manifest goes"
+    );
+    let kept = manifest_keys(&f.store, prefix).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept[1].ends_with("-00000000000000000000.json"), "{kept:?}");
+    assert!(
+        f.store.get(&b.key).await.is_ok(),
+        "the young manifest's object stays"
+    );
 }

@@ -48,10 +48,14 @@ impl NodeIdentity {
 }
 
 impl NodeIdentity {
-    /// Creates `node.json` in `data_dir` for a new node of cluster `cluster_id` (a restore).
-    pub fn create(data_dir: &Path, cluster_id: &str) -> Result<Self, BrokerError> {
+    /// Creates `node.json` in `data_dir` for node `node_id` of cluster `cluster_id` (a restore).
+    pub fn create_with_id(
+        data_dir: &Path,
+        node_id: u64,
+        cluster_id: &str,
+    ) -> Result<Self, BrokerError> {
         let identity = NodeIdentity {
-            node_id: fastrand::u64(1..u64::MAX >> 11),
+            node_id,
             cluster_id: cluster_id.to_string(),
         };
         write_atomically(

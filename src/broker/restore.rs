@@ -98,7 +98,10 @@ pub async fn restore(
         return Err(RestoreFailed::NothingStored(cluster_id.to_string()));
     }
     let mut report = RestoreReport::default();
-    let metadata = newest_metadata(&*store, cluster_id).await;
+    let (metadata, meta_term) = match newest_metadata(&*store, cluster_id).await {
+        Some((m, term)) => (Some(m), term),
+        None => (None, 0),
+    };
     report.from_metadata = metadata.is_some();
     let mut topics: BTreeMap<String, TopicSettings> = match &metadata {
         Some(m) => m
@@ -125,9 +128,14 @@ pub async fn restore(
     }
 
     std::fs::create_dir_all(data_dir).map_err(|e| write_err(data_dir, e))?;
-    let identity =
-        NodeIdentity::create(data_dir, cluster_id).map_err(|e| write_err(data_dir, e))?;
-    let me = identity.node_id;
+    // What an earlier, failed restore left (node.json is written last, so there is no node).
+    for leftover in ["meta", "topics"] {
+        let path = data_dir.join(leftover);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| write_err(&path, e))?;
+        }
+    }
+    let me: NodeId = fastrand::u64(1..u64::MAX >> 11);
     report.node_id = me;
     let membership = Membership::new(
         vec![BTreeSet::from([me])],
@@ -156,12 +164,17 @@ pub async fn restore(
         }
     }
     report.topics = topics.len();
-    write_meta_group(data_dir, cluster_id, me, &membership, &topics)?;
+    // Above the old metadata's term, so the new metadata manifests sort after the old ones.
+    write_meta_group(data_dir, cluster_id, meta_term + 1, &membership, &topics)?;
+    NodeIdentity::create_with_id(data_dir, me, cluster_id).map_err(|e| write_err(data_dir, e))?;
     Ok(report)
 }
 
-/// The newest metadata manifest that reads back, if any.
-async fn newest_metadata(store: &dyn SnapshotStore, cluster_id: &str) -> Option<ClusterMetadata> {
+/// The newest metadata manifest that reads back, if any, with its term.
+async fn newest_metadata(
+    store: &dyn SnapshotStore,
+    cluster_id: &str,
+) -> Option<(ClusterMetadata, u64)> {
     let keys = manifest_keys(store, &group_prefix(cluster_id, META_GROUP))
         .await
         .ok()?;
@@ -173,8 +186,9 @@ async fn newest_metadata(store: &dyn SnapshotStore, cluster_id: &str) -> Option<
             tracing::warn!(%key, "unreadable metadata manifest; trying an older one");
             continue;
         };
+        let term = manifest.last_log_id.map_or(0, |(t, _)| t);
         if let Ok(metadata) = serde_json::from_value::<ClusterMetadata>(manifest.metadata) {
-            return Some(metadata);
+            return Some((metadata, term));
         }
     }
     None
@@ -234,10 +248,11 @@ async fn restore_partition(
 fn write_meta_group(
     data_dir: &Path,
     cluster_id: &str,
-    me: NodeId,
+    term: u64,
     membership: &Membership,
     topics: &BTreeMap<String, TopicSettings>,
 ) -> Result<(), RestoreFailed> {
+    let me = membership.voter_ids().next().unwrap_or_default();
     let dir = data_dir.join("meta");
     let config = LogConfig {
         segment_max_bytes: 64 << 20,
@@ -267,7 +282,6 @@ fn write_meta_group(
             replicas: vec![vec![me]; settings.partitions as usize],
         }));
     }
-    let term = 1;
     let mut last = None;
     for (i, payload) in payloads.into_iter().enumerate() {
         let entry = openraft::Entry::<MetaRaft> {

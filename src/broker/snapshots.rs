@@ -280,6 +280,20 @@ impl Worker {
             &path,
         )
         .await?;
+        // Compaction may have replaced the file while it was read: then the object's key (its
+        // CRC) may not describe what was uploaded. Try again on the next pass.
+        let after = tokio::fs::metadata(&path)
+            .await
+            .map_err(|source| RestoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if (after.ino(), after.len()) != id {
+            return Err(io_err(
+                &path,
+                std::io::Error::other("the segment was rewritten while it was uploaded"),
+            ));
+        }
         let mut status = self.status.lock();
         status.objects_uploaded += 1;
         status.bytes_uploaded += object.size;
@@ -324,6 +338,8 @@ impl Worker {
         else {
             return Ok(None);
         };
+        // Listed again after the end was read: a segment that rolled meanwhile is in this list.
+        let segments = self.log.segments().map_err(|e| io(self.log.dir(), e))?;
         // The manifest: whole sealed segments, then the part of the last one below the end.
         let mut objects = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
@@ -335,10 +351,22 @@ impl Worker {
                 objects.push(self.upload_sealed(seg.base_offset).await?.0);
                 continue;
             }
-            let used = self
-                .state
-                .used_bytes(seg.base_offset, seg.size_bytes, next_offset)
-                .map_err(|e| io(self.log.dir(), e))?;
+            let state = self.state.clone();
+            let (base, size) = (seg.base_offset, seg.size_bytes);
+            let (used, reached) =
+                tokio::task::spawn_blocking(move || state.used_bytes(base, size, next_offset))
+                    .await
+                    .map_err(|e| io_err(self.log.dir(), std::io::Error::other(e)))?
+                    .map_err(|e| io(self.log.dir(), e))?;
+            if reached != next_offset {
+                // Never write a manifest that claims offsets its objects do not hold.
+                return Err(io_err(
+                    self.log.dir(),
+                    std::io::Error::other(format!(
+                        "segment {base} reaches offset {reached}, the snapshot ends at {next_offset}"
+                    )),
+                ));
+            }
             if used == 0 {
                 continue;
             }
@@ -365,6 +393,7 @@ impl Worker {
             &*self.settings.store,
             &self.prefix,
             self.settings.retain,
+            crate::snapshot::manifest::GC_GRACE_MS,
             &pending,
         )
         .await?;

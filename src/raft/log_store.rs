@@ -238,6 +238,21 @@ pub fn seed_restored_state(
         .map_err(|source| RaftLogError::State { path, source })
 }
 
+/// Forgets the log positions in `raft.json` (purge point, committed) but keeps the vote: the
+/// replica's log was emptied (see `state_machine::recover_interrupted_install`).
+pub fn forget_log_state(dir: &std::path::Path) -> std::io::Result<()> {
+    let path = dir.join(RAFT_STATE_FILE);
+    let mut state: PersistedState = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    state.last_purged = None;
+    state.committed = None;
+    crate::log::write_atomically(&path, &serde_json::to_vec(&state).unwrap_or_default())
+}
+
 impl LogShared {
     /// The commit log.
     pub fn log(&self) -> &Arc<PartitionLog> {
@@ -347,20 +362,33 @@ impl LogShared {
     }
 
     /// Replaces the log with downloaded segments (installing a snapshot from the store).
+    /// Everything up to `last` (the snapshot's last entry) counts as purged from then on, so
+    /// a restart never looks for entries below the new log start.
     pub fn install(
         &self,
         segments: &[(u64, PathBuf)],
         log_start: u64,
         next_offset: u64,
+        last: LogId,
     ) -> Result<(), LogError> {
         let mut window = self.window.lock();
         self.log
             .install_segments(segments, log_start, next_offset)?;
         window.entries.clear();
         drop(window);
-        let last = self.read_last()?;
-        self.window.lock().last = last;
-        Ok(())
+        let read = self.read_last()?;
+        self.window.lock().last = read;
+        let mut state = self.persisted.lock().clone();
+        if state
+            .last_purged
+            .is_none_or(|(_, index)| index < last.index)
+        {
+            state.last_purged = Some((last.leader_id.term, last.index));
+            self.save_state(&state)
+                .map_err(|e| LogError::io(self.log.dir(), std::io::Error::other(e)))?;
+            *self.persisted.lock() = state;
+        }
+        self.update_retention_floor()
     }
 
     /// Keeps retention behind what Raft has purged (which, with a snapshot store, is behind

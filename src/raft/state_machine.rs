@@ -39,6 +39,36 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The snapshot data of a partition group: a snapshot store manifest.
 pub type PartitionSnapshot = crate::snapshot::Manifest;
 
+/// Present while a snapshot install replaces a replica's log.
+pub const INSTALL_MARKER: &str = "installing";
+/// How long an install keeps retrying a failing store before it gives up (which stops the group).
+const INSTALL_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Finishes what a crash during a snapshot install left (before the replica is opened): the log
+/// may be half replaced, so the replica is emptied (its vote is kept) and gets the snapshot again
+/// from the leader. Returns whether there was anything to do.
+pub fn recover_interrupted_install(dir: &std::path::Path) -> std::io::Result<bool> {
+    if !dir.join(INSTALL_MARKER).exists() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let keep = name == super::log_store::RAFT_STATE_FILE
+            || name == RESTORE_DIR
+            || name == INSTALL_MARKER;
+        if !keep && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    super::log_store::forget_log_state(dir)?;
+    fs::remove_file(dir.join(INSTALL_MARKER))?;
+    crate::log::segment::sync_dir(dir).map_err(std::io::Error::other)?;
+    tracing::warn!(dir = %dir.display(),
+        "a snapshot install was interrupted; the replica starts empty and gets it again");
+    Ok(true)
+}
+
 /// Where snapshot downloads are staged inside the partition directory (kept across attempts).
 pub const RESTORE_DIR: &str = "restore";
 
@@ -98,6 +128,9 @@ pub struct PartitionStateMachine {
     last_high_watermark: Arc<std::sync::atomic::AtomicU64>,
     /// The snapshot store, if one is configured.
     link: Option<Arc<StoreLink>>,
+    /// Serialises writes of `applied.json` and `snapshot.json`; holds the last log id saved in
+    /// `snapshot.json`.
+    files: Arc<Mutex<Option<LogId>>>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -152,12 +185,14 @@ impl PartitionStateMachine {
             high_watermark: Arc::new(Mutex::new(Some(watch::channel(high_watermark).0))),
             last_high_watermark: Arc::new(std::sync::atomic::AtomicU64::new(high_watermark)),
             link: None,
+            files: Arc::new(Mutex::new(None)),
         };
         if let Some(saved) = machine.load_snapshot()? {
             // A snapshot is saved only after the applied state covering it was checkpointed;
             // one ahead of the checkpoint (a lost log tail) is not used.
             let applied = machine.applied.lock().last_applied;
             if saved.0.last_log_id <= applied {
+                *machine.files.lock() = saved.0.last_log_id;
                 machine.applied.lock().snapshot = Some(saved);
             } else {
                 tracing::warn!(dir = %machine.shared.log().dir().display(),
@@ -233,12 +268,19 @@ impl PartitionStateMachine {
         meta: &SnapshotMeta<NodeId, Node>,
         manifest: &PartitionSnapshot,
     ) -> std::io::Result<()> {
+        let mut saved_id = self.files.lock();
+        // Never backwards: a build that finished after a newer install must not replace it.
+        if saved_id.is_some() && meta.last_log_id < *saved_id {
+            return Ok(());
+        }
         let saved = SavedSnapshot {
             snapshot_id: meta.snapshot_id.clone(),
             manifest: manifest.clone(),
         };
         let json = serde_json::to_vec(&saved).unwrap_or_default();
-        crate::log::write_atomically(&self.snapshot_path(), &json)
+        crate::log::write_atomically(&self.snapshot_path(), &json)?;
+        *saved_id = meta.last_log_id;
+        Ok(())
     }
 
     /// Watches the high watermark (offset after the last applied entry). The channel ends
@@ -278,6 +320,9 @@ impl PartitionStateMachine {
 
     /// Writes the checkpoint now (on close, and before anything relies on it).
     pub fn checkpoint(&self) -> std::io::Result<()> {
+        // openraft builds snapshots in a task of its own, beside apply and install: the state
+        // files are written one writer at a time, in the order their contents were read.
+        let _files = self.files.lock();
         let checkpoint = {
             let mut applied = self.applied.lock();
             applied.last_checkpoint = Instant::now();
@@ -331,8 +376,15 @@ impl PartitionStateMachine {
     }
 
     /// Bytes of the segment starting at `base` that hold offsets below `end` (whole batches).
-    pub fn used_bytes(&self, base: u64, size: u64, end: u64) -> Result<u64, crate::log::LogError> {
-        self.bytes_below(base, size, end).map_err(|e| {
+    /// Also returns the offset those bytes reach (`end` when the segment holds everything below
+    /// it).
+    pub fn used_bytes(
+        &self,
+        base: u64,
+        size: u64,
+        end: u64,
+    ) -> Result<(u64, u64), crate::log::LogError> {
+        self.span_below(base, size, end).map_err(|e| {
             crate::log::LogError::io(
                 self.shared.log().dir(),
                 std::io::Error::other(e.to_string()),
@@ -380,13 +432,42 @@ impl PartitionStateMachine {
             }
         };
         let started = Instant::now();
-        let files =
-            crate::snapshot::fetch_segments(link.store.clone(), manifest, &staging, &progress)
+        // A failing store must not stop the group (openraft treats an install error as fatal):
+        // retry with backoff for a while; objects already downloaded are kept between attempts.
+        let deadline = started + INSTALL_RETRY_FOR;
+        let mut backoff = Duration::from_secs(1);
+        let files = loop {
+            match crate::snapshot::fetch_segments(link.store.clone(), manifest, &staging, &progress)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
-        self.shared
-            .install(&files, manifest.log_start_offset, manifest.next_offset)
+            {
+                Ok(files) => break files,
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::warn!(%group, snapshot = %meta.snapshot_id, error = %e,
+                        retry_in_ms = backoff.as_millis() as u64, "snapshot download failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        };
+        let Some(last) = meta.last_log_id else {
+            return Err(fail("a snapshot with segments but no log id".into()));
+        };
+        // From here the old log is being replaced: a crash before the marker goes makes the next
+        // start empty the replica (see `recover_interrupted_install`), and the leader resends.
+        let marker = self.shared.log().dir().join(INSTALL_MARKER);
+        crate::log::write_atomically(&marker, meta.snapshot_id.as_bytes()).map_err(sm_err)?;
+        let shared = self.shared.clone();
+        let (start, next) = (manifest.log_start_offset, manifest.next_offset);
+        tokio::task::spawn_blocking(move || shared.install(&files, start, next, last))
+            .await
+            .map_err(|e| sm_err(std::io::Error::other(e)))?
             .map_err(sm_err)?;
+        if self.entry_end(last).map_err(sm_err)?.is_none() {
+            return Err(fail(format!(
+                "the installed log does not hold the snapshot's last entry {last}"
+            )));
+        }
         let _ = fs::remove_dir_all(&staging);
         tracing::info!(%group, snapshot = %meta.snapshot_id, bytes = total,
             ms = started.elapsed().as_millis() as u64, "snapshot installed");
@@ -395,6 +476,16 @@ impl PartitionStateMachine {
 
     /// Bytes of the segment starting at `base` that hold offsets below `end`.
     fn bytes_below(&self, base: u64, size: u64, end: u64) -> Result<u64, StorageError<NodeId>> {
+        self.span_below(base, size, end).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Self::bytes_below`], also returning the offset those bytes reach.
+    fn span_below(
+        &self,
+        base: u64,
+        size: u64,
+        end: u64,
+    ) -> Result<(u64, u64), StorageError<NodeId>> {
         let log = self.shared.log();
         let mut offset = base;
         let mut bytes = 0u64;
@@ -409,13 +500,13 @@ impl PartitionStateMachine {
                 let len = header.total_len().min(buf.len());
                 let _ = buf.split_to(len);
                 if header.base_offset >= end {
-                    return Ok(bytes);
+                    return Ok((bytes, offset));
                 }
                 bytes += len as u64;
                 offset = header.next_offset();
             }
         }
-        Ok(bytes.min(size))
+        Ok((bytes.min(size), offset))
     }
 }
 
@@ -637,6 +728,10 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         }
         self.checkpoint().map_err(sm_err)?;
         self.save_snapshot(meta, &snapshot).map_err(sm_err)?;
+        match fs::remove_file(self.shared.log().dir().join(INSTALL_MARKER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sm_err(e)),
+            _ => {}
+        }
         Ok(())
     }
 

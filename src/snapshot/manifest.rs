@@ -357,27 +357,36 @@ pub struct GcReport {
     pub segments: usize,
 }
 
-/// Keeps the newest `retain` manifests of a group and deletes the older ones, then deletes
-/// segment objects that no kept manifest references and that are not in `pending` (uploaded
-/// but not yet in a manifest).
+/// Manifests younger than this are kept whatever `snapshot_retain` says: a replica may be
+/// installing one, or have adopted one as its current snapshot.
+pub const GC_GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// Keeps the newest `retain` manifests of a group and those younger than `grace_ms`, deletes
+/// the others, then deletes segment objects that no kept manifest references and that are not in
+/// `pending` (uploaded but not yet in a manifest).
 pub async fn collect_garbage(
     store: &dyn SnapshotStore,
     prefix: &str,
     retain: usize,
+    grace_ms: i64,
     pending: &BTreeSet<String>,
 ) -> Result<GcReport, RestoreError> {
     let keys = manifest_keys(store, prefix).await?;
     let retain = retain.max(1);
+    let now = crate::log::now_ms();
     let mut referenced: BTreeSet<String> = pending.clone();
-    for key in keys.iter().take(retain) {
-        match get_manifest(store, key).await {
-            Ok(m) => referenced.extend(m.segments.into_iter().map(|s| s.key)),
-            // An unreadable manifest cannot say what it needs: delete nothing this pass.
-            Err(e) => return Err(e),
+    let mut doomed = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        // An unreadable manifest cannot say what it needs: delete nothing this pass.
+        let m = get_manifest(store, key).await?;
+        if i < retain || now - m.created_ms < grace_ms {
+            referenced.extend(m.segments.into_iter().map(|s| s.key));
+        } else {
+            doomed.push(key);
         }
     }
     let mut report = GcReport::default();
-    for key in keys.iter().skip(retain) {
+    for key in doomed {
         store.delete(key).await?;
         report.manifests += 1;
     }

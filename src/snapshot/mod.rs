@@ -7,9 +7,13 @@
 //! <prefix>/<cluster_id>/meta/manifests/<term>-<index>.json
 //! ```
 //!
-//! Built so far (issue 5, started): the [`SnapshotStore`] trait and its local-directory backend
-//! ([`LocalStore`]). The S3 backend, manifests, uploads as segments seal, restore and garbage
-//! collection are not built yet.
+//! - [`store`]: the [`SnapshotStore`] trait and the local-directory backend ([`LocalStore`]);
+//! - [`s3`]: the S3 backend ([`S3Store`], `aws-sdk-s3`);
+//! - [`manifest`]: manifests, uploads, verified parallel downloads, garbage collection;
+//! - [`s3_server`]: an S3-protocol server over a directory (`logbook s3-server`, tests).
+//!
+//! The tasks that use them live with the broker (`broker::snapshots`, `broker::restore`): this
+//! module depends on nothing but the store crates.
 
 pub mod manifest;
 pub mod s3;

@@ -102,8 +102,11 @@ impl S3Store {
         if !location.endpoint.is_empty() {
             builder = builder.endpoint_url(location.endpoint.clone());
         }
+        // A stalled connection must not hang an install or the snapshot task: reads give up
+        // after 30 s without data (the SDK's retries and ours take over).
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(3))
+            .read_timeout(std::time::Duration::from_secs(30))
             .build();
         let config = builder
             .force_path_style(location.force_path_style)
@@ -238,7 +241,12 @@ where
             if code == "NoSuchKey" || code == "NotFound" || status == Some(404) && code.is_empty() {
                 return StoreError::NotFound { key };
             }
-            if status.is_some_and(|s| (400..500).contains(&s)) {
+            // Throttling and timeouts are 4xx too, but retrying them helps.
+            let transient = matches!(
+                code.as_str(),
+                "RequestTimeout" | "SlowDown" | "Throttling" | "RequestTimeTooSkewed"
+            ) || matches!(status, Some(408 | 429));
+            if !transient && status.is_some_and(|s| (400..500).contains(&s)) {
                 return StoreError::Refused {
                     operation,
                     key,
