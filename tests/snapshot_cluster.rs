@@ -316,6 +316,15 @@ async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
         leader_log.contains("snapshot upload failed"),
         "the leader logs the failing uploads"
     );
+    // ... and reports them.
+    let mut on_leader = Client::connect(&leader).await.unwrap();
+    let info = on_leader
+        .describe_topic("out")
+        .await
+        .unwrap()
+        .partition_info[0]
+        .clone();
+    assert!(info.snapshot_failures > 0, "{info:?}");
 
     // S3 is back on the same address: the next snapshot covers everything acknowledged.
     let s3 = S3Server::bind(s3_addr, &s3_root, &["snaps"], S3_KEY, S3_SECRET)
@@ -335,6 +344,15 @@ async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
     };
     let last_acked = acked[0].keys().next_back().copied().unwrap();
     assert!(created.next_offset > last_acked, "{created:?}");
+    let mut on_leader = Client::connect(&leader).await.unwrap();
+    let info = on_leader
+        .describe_topic("out")
+        .await
+        .unwrap()
+        .partition_info[0]
+        .clone();
+    assert_eq!(info.snapshot_failures, 0, "{info:?}");
+    assert_eq!(info.snapshot_lag_bytes, 0, "{info:?}");
     let manifest = get_manifest(&s3_store, &created.manifest_key)
         .await
         .unwrap();

@@ -211,6 +211,10 @@ pub struct PartitionStatus {
     pub replication_bytes_received: u64,
     /// Key of this replica's current snapshot manifest ("" if none).
     pub snapshot_manifest: String,
+    /// Bytes of sealed, committed segments not uploaded yet (on the leader).
+    pub snapshot_lag_bytes: u64,
+    /// Snapshot store failures in a row.
+    pub snapshot_failures: u64,
 }
 
 /// A topic as described to clients.
@@ -605,10 +609,16 @@ impl Broker {
                 replicas: replicas.clone(),
                 replication_bytes_received: self.raft.groups.received_bytes(&group),
                 snapshot_manifest: String::new(),
+                snapshot_lag_bytes: 0,
+                snapshot_failures: 0,
             };
             if let Some(p) = local {
                 if let Some(m) = p.current_snapshot().filter(|m| !m.cluster_id.is_empty()) {
                     status.snapshot_manifest = m.key(&m.cluster_id);
+                }
+                if let Some(task) = p.snapshot_status() {
+                    status.snapshot_lag_bytes = task.lag_bytes;
+                    status.snapshot_failures = task.failures;
                 }
                 let log = p.log().clone();
                 status.log_start_offset = log.log_start_offset();

@@ -2,7 +2,8 @@
 //!
 //! - **Leader.** Uploads every sealed segment below the high watermark once, as it seals (a
 //!   segment rewritten by compaction is a new object: keys carry the CRC). When a segment was
-//!   uploaded, every `snapshot_interval_ms` if entries were applied since, or when asked, it
+//!   uploaded, every `snapshot_interval_ms` if entries were applied since (and the active
+//!   segment holds at most 64 MiB; otherwise at its seal), or when asked, it
 //!   writes a manifest (the sealed objects plus the applied part of the active segment as one
 //!   more object), hands it to openraft as the next snapshot, and deletes what the newest
 //!   `snapshot_retain` manifests no longer reference. openraft then purges its log behind the
@@ -33,6 +34,9 @@ use crate::snapshot::{
 
 /// How often the task looks at the log.
 const TICK: Duration = Duration::from_millis(500);
+/// Largest active-segment tail a timed snapshot uploads (a seal or `snapshot create` always
+/// snapshots).
+const MAX_TIMED_TAIL_BYTES: u64 = 64 << 20;
 /// Longest wait between retries while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -329,6 +333,12 @@ impl Worker {
         let current = self.state.snapshot_log_id();
         let advanced = current.is_none_or(|c| c < last);
         if !(force || advanced && (fresh || due)) {
+            return Ok(None);
+        }
+        // A timed snapshot copies the applied part of the active segment; when that is large,
+        // wait for the segment to seal instead (then the tail is small).
+        let tail = segments.last().map_or(0, |s| s.size_bytes);
+        if !force && !fresh && tail > MAX_TIMED_TAIL_BYTES {
             return Ok(None);
         }
         let Some(next_offset) = self

@@ -94,6 +94,8 @@ fn describe(status: TopicStatus) -> pb::TopicDescription {
                 leader_id: p.leader_id.unwrap_or(0),
                 replication_bytes_received: p.replication_bytes_received,
                 snapshot_manifest: p.snapshot_manifest,
+                snapshot_lag_bytes: p.snapshot_lag_bytes,
+                snapshot_failures: p.snapshot_failures,
             })
             .collect(),
     }
