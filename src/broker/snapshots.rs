@@ -515,6 +515,7 @@ pub fn link(settings: &SnapshotSettings) -> Arc<StoreLink> {
 pub(super) async fn meta_upload_loop(broker: std::sync::Weak<super::Broker>) {
     use crate::snapshot::manifest::{META_GROUP, MetaManifest, manifest_key};
     let mut uploaded: Option<LogId> = None;
+    let mut last_upload: Option<Instant> = None;
     loop {
         let Some(b) = broker.upgrade() else { return };
         let Some(settings) = b.snapshot_settings() else {
@@ -526,6 +527,7 @@ pub(super) async fn meta_upload_loop(broker: std::sync::Weak<super::Broker>) {
             && m.last_applied.is_some()
             && m.last_applied != uploaded
             && !metadata.cluster_id.is_empty()
+            && last_upload.is_none_or(|t| t.elapsed() >= settings.interval)
         {
             let last = m.last_applied.map(|l| (l.leader_id.term, l.index));
             let (term, index) = last.unwrap_or((0, 0));
@@ -555,6 +557,7 @@ pub(super) async fn meta_upload_loop(broker: std::sync::Weak<super::Broker>) {
                 Ok(()) => {
                     tracing::debug!(%key, "metadata snapshot written");
                     uploaded = m.last_applied;
+                    last_upload = Some(Instant::now());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "metadata snapshot upload failed; retrying later")
@@ -564,7 +567,7 @@ pub(super) async fn meta_upload_loop(broker: std::sync::Weak<super::Broker>) {
         let mut shutdown = b.shutdown_signal();
         drop(b);
         tokio::select! {
-            _ = tokio::time::sleep(settings.interval) => {}
+            _ = tokio::time::sleep(settings.interval.min(Duration::from_secs(1))) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
