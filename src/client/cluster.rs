@@ -277,6 +277,13 @@ impl ClusterClient {
             failed_at.retain(|_, at| at.elapsed() < AVOID_FOR);
             let unreachable: HashSet<String> = failed_at.keys().cloned().collect();
             let target = hinted.take().or_else(|| pick(self, &unreachable));
+            if target.is_none() && Instant::now() < deadline {
+                // Nothing was sent, so even a produce may go on waiting: for an election to
+                // name a leader, or for a failed node's avoidance to end.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = self.refresh().await;
+                continue;
+            }
             let outcome = match &target {
                 Some(addr) => match self.node(addr).await {
                     Ok(c) => call(c).await,
