@@ -749,3 +749,59 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_install_empties_the_replica_but_keeps_its_vote_and_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(!recover_interrupted_install(d).unwrap(), "nothing to do");
+        let state = r#"{"vote_term":5,"voted_for":7,"vote_committed":true,"has_vote":true,"last_purged":[5,100],"committed":[5,120]}"#;
+        fs::write(d.join(super::super::log_store::RAFT_STATE_FILE), state).unwrap();
+        for name in [
+            "00000000000000000000.log",
+            "00000000000000000000.index",
+            "00000000000000000420.log",
+            APPLIED_FILE,
+            SNAPSHOT_FILE,
+            INSTALL_MARKER,
+        ] {
+            fs::write(d.join(name), b"x").unwrap();
+        }
+        fs::create_dir(d.join(RESTORE_DIR)).unwrap();
+        fs::write(
+            d.join(RESTORE_DIR)
+                .join("00000000000000000000-0badc0de.log"),
+            b"y",
+        )
+        .unwrap();
+
+        assert!(recover_interrupted_install(d).unwrap());
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["raft.json".to_string(), RESTORE_DIR.to_string()]);
+        // The vote stays (Raft safety); the log positions go with the log.
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(d.join("raft.json")).unwrap()).unwrap();
+        assert_eq!(json["vote_term"], 5);
+        assert_eq!(json["voted_for"], 7);
+        assert_eq!(json["vote_committed"], true);
+        assert!(
+            json["last_purged"].is_null() && json["committed"].is_null(),
+            "{json}"
+        );
+        // Downloads already verified are kept for the next attempt.
+        assert!(
+            d.join(RESTORE_DIR)
+                .join("00000000000000000000-0badc0de.log")
+                .exists()
+        );
+        assert!(!recover_interrupted_install(d).unwrap(), "done once");
+    }
+}
