@@ -81,7 +81,9 @@ pub struct ObjectInfo {
 pub trait SnapshotStore: Send + Sync + Debug {
     /// Stores `bytes` under `key`, replacing any object there; durable when it returns.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
-    /// Stores the file at `path` under `key`; returns its size.
+    /// Stores the file at `path` under `key`; returns its size. The file must never be changed
+    /// in place afterwards (a store on the same file system may hard-link it; sealed segments
+    /// are only ever replaced by rename).
     async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError>;
     /// The object under `key`.
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
@@ -128,7 +130,7 @@ pub(crate) const TMP_MARK: &str = ".tmp-";
 
 /// A snapshot store in a local directory: each object is a file at `<root>/<key>`, written to a
 /// temporary file, fsynced and renamed into place (then the directory is fsynced), so an object
-/// is either whole or absent.
+/// is either whole or absent. A file put on the same file system is hard-linked, not copied.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
@@ -196,6 +198,42 @@ pub(crate) fn write_atomically(
     Ok(size)
 }
 
+/// Puts a hard link to `source` at `target` (through a marked temporary name, then a rename and
+/// a directory fsync), so a store on the log's own file system costs no second copy of a
+/// segment. `None` when linking is not possible here (another file system): copy instead.
+fn link_atomically(source: &Path, target: &Path) -> std::io::Result<Option<u64>> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        "{TMP_MARK}link-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    match std::fs::hard_link(source, &tmp) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::CrossesDevices | std::io::ErrorKind::PermissionDenied
+            ) || e.raw_os_error() == Some(libc::EXDEV)
+                || e.raw_os_error() == Some(libc::EPERM)
+                || e.raw_os_error() == Some(libc::EMLINK) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    let size = std::fs::metadata(&tmp)?.len();
+    if let Err(e) = std::fs::rename(&tmp, target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(Some(size))
+}
+
 /// Every object file under `dir`, as keys relative to `root`.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -251,6 +289,9 @@ impl SnapshotStore for LocalStore {
         let path = self.path_of(key)?;
         let source = source.to_path_buf();
         blocking(key, move || {
+            if let Some(size) = link_atomically(&source, &path)? {
+                return Ok(size);
+            }
             let mut input = std::fs::File::open(&source)?;
             write_atomically(&path, |f| std::io::copy(&mut input, f))
         })
@@ -375,6 +416,16 @@ mod tests {
             data.len() as u64
         );
         assert_eq!(std::fs::read(&target).unwrap(), data);
+        // On the same file system the object is a hard link: no second copy of the data.
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(&source).unwrap().nlink(), 2);
+            // The log replaces a sealed file by rename: the object keeps its bytes.
+            let replacement = dir.path().join("replacement");
+            std::fs::write(&replacement, b"compacted").unwrap();
+            std::fs::rename(&replacement, &source).unwrap();
+            assert_eq!(&store.get(key).await.unwrap()[..], &data[..]);
+        }
         // A missing object leaves no file behind.
         let missing = dir.path().join("restored/missing.log");
         assert!(matches!(
