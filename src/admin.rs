@@ -34,6 +34,14 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<Arc<dyn SnapshotStore>> {
+        if crate::snapshot::validate_key(&self.cluster_id).is_err() || self.cluster_id.contains('/')
+        {
+            anyhow::bail!(
+                "--cluster-id {:?} is not a cluster id (it is in any node's data_dir/node.json, \
+                 and the first part of every key in the store)",
+                self.cluster_id
+            );
+        }
         let location = S3Location {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),

@@ -123,6 +123,20 @@ impl S3Store {
         }
     }
 
+    /// Starts a GET of `key` (the body streams from the returned output).
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key)?)
+            .send()
+            .await
+            .map_err(|e| sdk_error("get", key, e))
+    }
+
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
         validate_key(key)?;
         Ok(format!("{}{key}", self.prefix))
@@ -336,15 +350,7 @@ impl SnapshotStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let full = self.full_key(key)?;
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| sdk_error("get", key, e))?;
+        let object = self.get_object(key).await?;
         let data = object
             .body
             .collect()
@@ -354,19 +360,11 @@ impl SnapshotStore for S3Store {
     }
 
     async fn get_to_file(&self, key: &str, target: &Path) -> Result<u64, StoreError> {
-        let full = self.full_key(key)?;
         let io = |source| StoreError::Io {
             key: key.to_string(),
             source,
         };
-        let mut object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| sdk_error("get", key, e))?;
+        let mut object = self.get_object(key).await?;
         let dir = target
             .parent()
             .ok_or_else(|| io(std::io::Error::other("a target path has no parent")))?;
