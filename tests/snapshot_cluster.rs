@@ -40,6 +40,13 @@ fn s3_flags(endpoint: &str) -> Vec<String> {
     .collect()
 }
 
+/// Starts the S3 server (bucket `snaps`, the test credentials) on `addr` over `root`.
+async fn start_s3(addr: &str, root: &std::path::Path) -> S3Server {
+    S3Server::bind(addr.parse().unwrap(), root, &["snaps"], S3_KEY, S3_SECRET)
+        .await
+        .unwrap()
+}
+
 fn store(endpoint: &str) -> S3Store {
     let location = S3Location {
         endpoint: endpoint.to_string(),
@@ -113,15 +120,7 @@ async fn assert_manifest_covers_its_offsets(store: &S3Store, manifest: &Manifest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_node_restores_from_s3_and_gets_only_the_tail_over_raft() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &dir.path().join("s3"),
-        &["snaps"],
-        S3_KEY,
-        S3_SECRET,
-    )
-    .await
-    .unwrap();
+    let s3 = start_s3("127.0.0.1:0", &dir.path().join("s3")).await;
     let flags = s3_flags(&s3.endpoint());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = Cluster::start_with(dir.path(), 3, &flags);
@@ -265,15 +264,7 @@ async fn a_replacement_node_restores_from_s3_and_gets_only_the_tail_over_raft() 
 async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
-    let s3 = S3Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &s3_root,
-        &["snaps"],
-        S3_KEY,
-        S3_SECRET,
-    )
-    .await
-    .unwrap();
+    let s3 = start_s3("127.0.0.1:0", &s3_root).await;
     let s3_addr = s3.addr();
     let endpoint = s3.endpoint();
     let flags = s3_flags(&endpoint);
@@ -327,9 +318,7 @@ async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
     assert!(info.snapshot_failures > 0, "{info:?}");
 
     // S3 is back on the same address: the next snapshot covers everything acknowledged.
-    let s3 = S3Server::bind(s3_addr, &s3_root, &["snaps"], S3_KEY, S3_SECRET)
-        .await
-        .unwrap();
+    let s3 = start_s3(&s3_addr.to_string(), &s3_root).await;
     let s3_store = store(&s3.endpoint());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let created = loop {
@@ -366,15 +355,7 @@ async fn an_s3_outage_does_not_stop_produce_or_consume_and_uploads_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_cluster_is_restored_from_s3_up_to_its_last_manifests() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &dir.path().join("s3"),
-        &["snaps"],
-        S3_KEY,
-        S3_SECRET,
-    )
-    .await
-    .unwrap();
+    let s3 = start_s3("127.0.0.1:0", &dir.path().join("s3")).await;
     let endpoint = s3.endpoint();
     let flags = s3_flags(&endpoint);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -614,7 +614,7 @@ impl Broker {
             };
             if let Some(p) = local {
                 if let Some(m) = p.current_snapshot().filter(|m| !m.cluster_id.is_empty()) {
-                    status.snapshot_manifest = m.key(&m.cluster_id);
+                    status.snapshot_manifest = m.key();
                 }
                 if let Some(task) = p.snapshot_status() {
                     status.snapshot_lag_bytes = task.lag_bytes;

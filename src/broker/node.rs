@@ -45,19 +45,24 @@ const TICK: Duration = Duration::from_millis(200);
 /// Voters of the metadata group when there are enough nodes.
 const META_VOTERS: usize = 3;
 
+/// Log settings of the metadata group's log (`<data_dir>/meta`): small, never deleted.
+pub(super) fn meta_log_config() -> LogConfig {
+    LogConfig {
+        segment_max_bytes: 64 << 20,
+        index_max_bytes: 1 << 20,
+        retention_ms: None,
+        retention_bytes: None,
+        ..LogConfig::default()
+    }
+}
+
 /// Opens (recovering) this node's member of the metadata group and registers it.
 pub(super) async fn open_meta_group(
     data_dir: &Path,
     raft: &RaftContext,
 ) -> Result<(MetaRaftHandle, MetaStateMachine, Arc<PartitionLog>), BrokerError> {
     let dir = data_dir.join("meta");
-    let config = LogConfig {
-        segment_max_bytes: 64 << 20,
-        index_max_bytes: 1 << 20,
-        retention_ms: None,
-        retention_bytes: None,
-        ..LogConfig::default()
-    };
+    let config = meta_log_config();
     let dir_owned = dir.clone();
     let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir_owned, config))
         .await

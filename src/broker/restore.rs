@@ -254,14 +254,8 @@ fn write_meta_group(
 ) -> Result<(), RestoreFailed> {
     let me = membership.voter_ids().next().unwrap_or_default();
     let dir = data_dir.join("meta");
-    let config = LogConfig {
-        segment_max_bytes: 64 << 20,
-        index_max_bytes: 1 << 20,
-        retention_ms: None,
-        retention_bytes: None,
-        ..LogConfig::default()
-    };
-    let log = PartitionLog::open(&dir, config).map_err(|e| write_err(&dir, e))?;
+    let log =
+        PartitionLog::open(&dir, super::node::meta_log_config()).map_err(|e| write_err(&dir, e))?;
     let address = membership
         .nodes()
         .next()

@@ -505,7 +505,6 @@ fn io_err(path: &std::path::Path, source: std::io::Error) -> RestoreError {
 pub fn link(settings: &SnapshotSettings) -> Arc<StoreLink> {
     Arc::new(StoreLink {
         store: settings.store.clone(),
-        cluster_id: settings.cluster_id.clone(),
         ready: Mutex::new(None),
     })
 }

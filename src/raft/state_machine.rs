@@ -80,8 +80,6 @@ pub const SNAPSHOT_FILE: &str = "snapshot.json";
 pub struct StoreLink {
     /// The store.
     pub store: Arc<dyn crate::snapshot::SnapshotStore>,
-    /// Cluster id (the first part of every key).
-    pub cluster_id: String,
     /// The manifest the snapshot task wrote for the next snapshot openraft builds.
     pub ready: Mutex<Option<PartitionSnapshot>>,
 }

@@ -286,7 +286,7 @@ impl TopicService for Api {
             .map_err(to_status)?;
         let (term, index) = manifest.last_log_id.unwrap_or((0, 0));
         Ok(Response::new(pb::CreateSnapshotResponse {
-            manifest_key: manifest.key(&manifest.cluster_id),
+            manifest_key: manifest.key(),
             last_log_term: term,
             last_log_index: index,
             log_start_offset: manifest.log_start_offset,

@@ -33,6 +33,19 @@ pub struct SegmentObject {
     pub used_bytes: u64,
 }
 
+impl SegmentObject {
+    /// The object under `prefix` for a whole file of `size` bytes with `crc32c`.
+    fn whole(prefix: &str, base_offset: u64, size: u64, crc32c: u32) -> Self {
+        SegmentObject {
+            base_offset,
+            key: segment_key(prefix, base_offset, crc32c),
+            size,
+            crc32c,
+            used_bytes: size,
+        }
+    }
+}
+
 /// A snapshot of one partition: the Raft position it stands for and the objects holding
 /// `[log_start_offset, next_offset)`. This is openraft's snapshot data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,9 +81,9 @@ impl Manifest {
     }
 
     /// Its key in the store.
-    pub fn key(&self, cluster_id: &str) -> String {
+    pub fn key(&self) -> String {
         let (term, index) = self.last_log_id.unwrap_or((0, 0));
-        manifest_key(&group_prefix(cluster_id, &self.group), term, index)
+        manifest_key(&group_prefix(&self.cluster_id, &self.group), term, index)
     }
 }
 
@@ -182,15 +195,9 @@ pub async fn upload_file(
         .await
         .map_err(|e| io_error(path, std::io::Error::other(e)))?
         .map_err(|e| io_error(path, e))?;
-    let key = segment_key(prefix, base_offset, crc32c);
-    store.put_file(&key, path).await?;
-    Ok(SegmentObject {
-        base_offset,
-        key,
-        size,
-        crc32c,
-        used_bytes: size,
-    })
+    let object = SegmentObject::whole(prefix, base_offset, size, crc32c);
+    store.put_file(&object.key, path).await?;
+    Ok(object)
 }
 
 /// Uploads `bytes` (whole batches from `base_offset`) as an object under `prefix`.
@@ -200,17 +207,14 @@ pub async fn upload_bytes(
     base_offset: u64,
     bytes: Bytes,
 ) -> Result<SegmentObject, RestoreError> {
-    let crc32c = crc32c::crc32c(&bytes);
-    let key = segment_key(prefix, base_offset, crc32c);
-    let size = bytes.len() as u64;
-    store.put(&key, bytes).await?;
-    Ok(SegmentObject {
+    let object = SegmentObject::whole(
+        prefix,
         base_offset,
-        key,
-        size,
-        crc32c,
-        used_bytes: size,
-    })
+        bytes.len() as u64,
+        crc32c::crc32c(&bytes),
+    );
+    store.put(&object.key, bytes).await?;
+    Ok(object)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> RestoreError {
@@ -225,7 +229,7 @@ pub async fn put_manifest(
     store: &dyn SnapshotStore,
     manifest: &Manifest,
 ) -> Result<String, StoreError> {
-    let key = manifest.key(&manifest.cluster_id);
+    let key = manifest.key();
     let json = serde_json::to_vec_pretty(manifest).unwrap_or_default();
     store.put(&key, Bytes::from(json)).await?;
     Ok(key)
