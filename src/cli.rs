@@ -35,6 +35,23 @@ pub struct ServerArgs {
     /// Where consumes go: round-robin over the replicas, or the leader only
     #[arg(long, global = true, value_enum, default_value_t = ReadFrom::Replicas)]
     pub read_from: ReadFrom,
+    /// PEM CA that signs the brokers' certificates; turns on TLS
+    #[arg(long, global = true, env = "LOGBOOK_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate (mutual TLS)
+    #[arg(long, global = true, env = "LOGBOOK_CERT", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert
+    #[arg(long, global = true, env = "LOGBOOK_KEY", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Name to expect in the broker's certificate [default: the host of the address]
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 impl ServerArgs {
@@ -45,7 +62,30 @@ impl ServerArgs {
         } else {
             self.bootstrap.clone()
         };
-        ClusterClient::connect(&seeds, self.read_from).await
+        ClusterClient::connect_with(&seeds, self.read_from, self.tls()?).await
+    }
+
+    /// TLS from `--ca`, `--cert` and `--key` (`None` without `--ca`).
+    pub fn tls(&self) -> Result<Option<crate::security::tls::ClientTls>, ClientError> {
+        let invalid = |e: crate::security::tls::TlsError| {
+            ClientError::Status(tonic::Status::invalid_argument(e.to_string()))
+        };
+        let files = crate::security::tls::TlsFiles::from_settings(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            ["--ca", "--cert", "--key"],
+        )
+        .map_err(invalid)?;
+        files
+            .map(|f| {
+                crate::security::tls::ClientTls::new(
+                    f,
+                    self.tls_server_name.as_deref().unwrap_or(""),
+                )
+            })
+            .transpose()
+            .map_err(invalid)
     }
 }
 
@@ -104,7 +144,7 @@ pub struct ProduceArgs {
     pub partition: Option<u32>,
     /// Key of every record.
     #[arg(long, conflicts_with = "key_separator")]
-    pub key: Option<String>,
+    pub record_key: Option<String>,
     /// Each line is `KEY<SEPARATOR>VALUE` (lines without the separator have no key).
     #[arg(long)]
     pub key_separator: Option<String>,
@@ -216,7 +256,7 @@ fn print_description(topic: &pb::TopicDescription) {
 
 /// Turns an input line into a record.
 fn line_record(line: &str, args: &ProduceArgs, now: i64) -> NewRecord {
-    let (key, value) = match (&args.key, &args.key_separator) {
+    let (key, value) = match (&args.record_key, &args.key_separator) {
         (Some(key), _) => (Some(key.as_str()), line),
         (None, Some(sep)) => match line.split_once(sep.as_str()) {
             Some((k, v)) => (Some(k), v),
@@ -288,7 +328,8 @@ pub async fn produce(server: &ServerArgs, args: ProduceArgs) -> Result<(), Clien
                 stream_ended = true;
                 break;
             }
-            if args.key.is_none() && args.key_separator.is_none() && args.partition.is_none() {
+            if args.record_key.is_none() && args.key_separator.is_none() && args.partition.is_none()
+            {
                 pending.next_round_robin = (pending.next_round_robin + 1) % partitions;
             }
         }

@@ -101,6 +101,28 @@ pub struct BrokerConfig {
     /// Raft entries kept (logically) behind a snapshot, so a follower slightly behind gets
     /// entries rather than a snapshot.
     pub snapshot_keep_entries: u64,
+    /// File holding the gossip encryption key in hex (instead of `gossip_key`); "" for none.
+    pub gossip_key_file: PathBuf,
+    /// PEM certificate (chain) of this node; with `tls_key_file` and `tls_ca_file` turns on
+    /// TLS for the gRPC port and for connections to peers. "" for plaintext.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
+    /// PEM CA certificates that sign client and peer certificates.
+    pub tls_ca_file: PathBuf,
+    /// Under TLS, refuse callers without a client certificate (UNAUTHENTICATED).
+    pub tls_require_client_cert: bool,
+    /// casbin model file ("": the built-in model, `config/acl_model.conf`).
+    pub acl_model_file: PathBuf,
+    /// casbin policy file; "" turns ACLs off (every caller may do everything).
+    pub acl_policy_file: PathBuf,
+    /// Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`; port 0 picks one).
+    pub admin_addr: SocketAddr,
+    /// Log format on stderr: `human` or `json`.
+    pub log_format: crate::telemetry::LogFormat,
+    /// OTLP/gRPC endpoint spans are exported to (for example `http://collector:4317`); "" for
+    /// none.
+    pub otlp_endpoint: String,
 }
 
 impl Default for BrokerConfig {
@@ -138,6 +160,16 @@ impl Default for BrokerConfig {
             snapshot_interval_ms: 60_000,
             snapshot_retain: 3,
             snapshot_keep_entries: 1000,
+            gossip_key_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_require_client_cert: true,
+            acl_model_file: PathBuf::new(),
+            acl_policy_file: PathBuf::new(),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            log_format: crate::telemetry::LogFormat::Human,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -201,6 +233,7 @@ impl BrokerConfig {
             ));
         }
         self.gossip_key().map_err(ConfigError::Invalid)?;
+        self.tls_files()?;
         self.raft_timing()
             .validate()
             .map_err(ConfigError::Invalid)?;
@@ -238,9 +271,21 @@ impl BrokerConfig {
         Ok(config)
     }
 
-    /// The gossip encryption key, decoded from hex.
+    /// The gossip encryption key, decoded from hex (from `gossip_key` or `gossip_key_file`).
     pub fn gossip_key(&self) -> Result<Option<Vec<u8>>, String> {
-        let hex = self.gossip_key.trim();
+        let from_file;
+        let hex = match self.gossip_key_file.as_os_str().is_empty() {
+            true => self.gossip_key.trim(),
+            false if !self.gossip_key.is_empty() => {
+                return Err("set gossip_key or gossip_key_file, not both".into());
+            }
+            false => {
+                from_file = std::fs::read_to_string(&self.gossip_key_file).map_err(|e| {
+                    format!("gossip_key_file {}: {e}", self.gossip_key_file.display())
+                })?;
+                from_file.trim()
+            }
+        };
         if hex.is_empty() {
             return Ok(None);
         }
@@ -254,6 +299,27 @@ impl BrokerConfig {
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
             .collect::<Result<Vec<u8>, String>>()
             .map(Some)
+    }
+
+    /// The node's TLS files (`None`: plaintext).
+    pub fn tls_files(&self) -> Result<Option<crate::security::tls::TlsFiles>, ConfigError> {
+        fn set(p: &Path) -> Option<&Path> {
+            (!p.as_os_str().is_empty()).then_some(p)
+        }
+        let files = crate::security::tls::TlsFiles::from_settings(
+            set(&self.tls_ca_file),
+            set(&self.tls_cert_file),
+            set(&self.tls_key_file),
+            ["tls_ca_file", "tls_cert_file", "tls_key_file"],
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        match files {
+            Some(f) if f.cert.is_none() => Err(ConfigError::Invalid(
+                "tls_ca_file needs tls_cert_file and tls_key_file (the node's own certificate)"
+                    .into(),
+            )),
+            files => Ok(files),
+        }
     }
 
     /// Raft timing of every group.
@@ -428,6 +494,46 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_keep_entries: Option<u64>,
+    /// File holding the gossip encryption key, hex (the key itself is never a flag) [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_key_file: Option<PathBuf>,
+    /// PEM certificate of this node; with --tls-key-file and --tls-ca-file turns on TLS [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA that signs client and peer certificates [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Under TLS, refuse callers without a client certificate [default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_require_client_cert: Option<bool>,
+    /// casbin model file [default: the built-in model]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_model_file: Option<PathBuf>,
+    /// casbin policy file; turns ACLs on [default: none, ACLs off]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_policy_file: Option<PathBuf>,
+    /// Admin HTTP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7401]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Log format: human | json [default: human]
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// OTLP/gRPC endpoint for traces, e.g. http://collector:4317 [default: none]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

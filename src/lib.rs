@@ -33,5 +33,7 @@ pub mod config;
 pub mod log;
 pub mod proto;
 pub mod raft;
+pub mod security;
 pub mod server;
 pub mod snapshot;
+pub mod telemetry;

@@ -54,6 +54,9 @@ enum Command {
     Restore(logbook::admin::RestoreArgs),
     /// Serve a local directory over the S3 protocol (for laptops, tests and benchmarks).
     S3Server(logbook::admin::S3ServerArgs),
+    /// Create a certificate authority and issue node and client certificates (PEM files).
+    #[command(subcommand)]
+    Certs(logbook::security::certs::CertsCommand),
     /// Run a benchmark and print its numbers next to the machine's own limits.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -107,16 +110,37 @@ fn serve(flags: ConfigFlags) -> anyhow::Result<()> {
     let listen = config.listen_addr;
     let runtime = runtime()?;
     runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter's gRPC client needs one.
+        let _telemetry =
+            logbook::telemetry::init(config.log_format, "info", &config.otlp_endpoint)?;
+        let security = logbook::server::Security::from_config(&config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let admin_addr = config.admin_addr;
+        let admin = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on admin_addr {admin_addr}: {e}"))?;
         let local = listener.local_addr()?;
+        let admin_local = admin.local_addr()?;
         let groups = Arc::new(logbook::raft::RaftGroups::default());
         let broker = Broker::open(config, local.to_string(), groups).await?;
-        // The readiness line scripts and tests wait for.
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(logbook::server::serve_admin(
+            broker.clone(),
+            admin,
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+        // The readiness lines scripts and tests wait for (the admin line first).
+        println!("logbook admin listening on {admin_local}");
         println!("logbook listening on {local}");
         std::io::stdout().flush()?;
-        logbook::server::serve(broker, listener, shutdown_signal()).await?;
+        let served = logbook::server::serve(broker, listener, security, shutdown_signal()).await;
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        served?;
         Ok(())
     })
 }
@@ -155,16 +179,13 @@ fn admin_command(command: impl std::future::Future<Output = anyhow::Result<()>>)
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(flags) => {
-            init_logging("info");
-            match serve(flags) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(exit_code::FAILURE as u8)
-                }
+        Command::Serve(flags) => match serve(flags) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit_code::FAILURE as u8)
             }
-        }
+        },
         Command::Config(flags) => match BrokerConfig::load(&flags) {
             Ok(config) => {
                 print!("{}", config.to_toml());
@@ -195,6 +216,13 @@ fn main() -> ExitCode {
             init_logging("warn");
             admin_command(logbook::admin::restore(args))
         }
+        Command::Certs(command) => match logbook::security::certs::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(exit_code::FAILURE as u8)
+            }
+        },
         Command::S3Server(args) => {
             init_logging("info");
             admin_command(logbook::admin::s3_server(args))

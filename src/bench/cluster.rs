@@ -67,6 +67,8 @@ impl Node {
                 "127.0.0.1:0",
                 "--fsync",
                 "always",
+                "--admin-addr",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
@@ -81,7 +83,11 @@ impl Node {
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let mut reader = BufReader::new(stdout);
+        // The admin port's line comes first.
+        reader.read_line(&mut line)?;
+        line.clear();
+        reader.read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("logbook listening on ")

@@ -4,6 +4,7 @@
 mod combiner;
 mod identity;
 pub mod node;
+mod observe;
 pub mod restore;
 pub mod snapshots;
 mod topic;
@@ -161,6 +162,8 @@ pub struct PendingProduce {
     group: String,
     /// Resolves once the entry is committed and applied.
     pending: PendingAppend,
+    /// Bytes of the record batch (for the produce metrics).
+    bytes: u64,
 }
 
 impl PendingProduce {
@@ -171,6 +174,18 @@ impl PendingProduce {
             .pending
             .await
             .map_err(|_| BrokerError::Unavailable(format!("{} stopped", self.group)))??;
+        let topic = self
+            .group
+            .rsplit_once('/')
+            .map_or(self.group.as_str(), |(t, _)| t);
+        let labels = crate::telemetry::TopicLabels {
+            topic: topic.to_string(),
+        };
+        let m = crate::telemetry::metrics();
+        m.produce_records
+            .get_or_create(&labels)
+            .inc_by(offsets.1.saturating_sub(offsets.0) + 1);
+        m.produce_bytes.get_or_create(&labels).inc_by(self.bytes);
         Ok(Produced {
             partition: self.partition,
             base_offset: offsets.0,
@@ -308,6 +323,18 @@ impl Broker {
             return Err(BrokerError::DataDirLocked(data_dir));
         }
         let identity = NodeIdentity::load_or_create(&data_dir)?;
+        let tls_error = |reason: String| BrokerError::InvalidArgument {
+            field: "tls",
+            reason,
+        };
+        // Peers are reached with this node's certificate (it names the node: CN=node:...).
+        let channels = match config.tls_files().map_err(|e| tls_error(e.to_string()))? {
+            Some(files) => Channels::with_tls(
+                crate::security::tls::ClientTls::new(files, "")
+                    .map_err(|e| tls_error(e.to_string()))?,
+            ),
+            None => Channels::default(),
+        };
         // Deleted topics are moved here before their files are removed; finish interrupted ones.
         let trash_dir = data_dir.join("trash");
         if trash_dir.exists() {
@@ -322,7 +349,7 @@ impl Broker {
         let raft = RaftContext {
             node_id: identity.node_id,
             address: address.clone(),
-            channels: Arc::new(Channels::default()),
+            channels: Arc::new(channels),
             groups,
             timing: config.raft_timing(),
         };
@@ -723,11 +750,13 @@ impl Broker {
                 p
             }
         };
+        let bytes = batch.len() as u64;
         let pending = self.partition(topic, index)?.submit(batch).await?;
         Ok(PendingProduce {
             partition: index,
             group: crate::raft::partition_group(topic, index),
             pending,
+            bytes,
         })
     }
 

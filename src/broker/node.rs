@@ -510,8 +510,21 @@ fn spawn_leader_reports(b: &Arc<Broker>, partition: Arc<Partition>) {
     drop(partition);
     let task = tokio::spawn(async move {
         let mut last_membership_pass = Instant::now() - TICK;
+        let mut last_leader = None;
+        let leader_changes = crate::telemetry::metrics()
+            .leader_changes
+            .get_or_create_owned(&crate::telemetry::GroupLabels {
+                group: group.clone(),
+            });
         loop {
-            let leads = metrics.borrow_and_update().state == ServerState::Leader;
+            let (leads, leader) = {
+                let m = metrics.borrow_and_update();
+                (m.state == ServerState::Leader, m.current_leader)
+            };
+            if leader.is_some() && leader != last_leader {
+                leader_changes.inc();
+                last_leader = leader;
+            }
             if leads {
                 let Some(b) = weak.upgrade() else { return };
                 let me = b.identity.node_id;

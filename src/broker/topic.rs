@@ -271,6 +271,11 @@ impl Partition {
         task.create().await.map_err(BrokerError::Unavailable)
     }
 
+    /// The commit index Raft last reported to this replica.
+    pub fn commit_index(&self) -> Option<u64> {
+        self.state.commit_index()
+    }
+
     /// What the snapshot task has done (`None` without a snapshot store).
     pub fn snapshot_status(&self) -> Option<super::snapshots::SnapshotStatus> {
         self.snapshots.as_ref().map(|t| t.status())

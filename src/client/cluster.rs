@@ -56,6 +56,8 @@ pub struct ClusterClient {
     read_from: ReadFrom,
     /// Round-robin position for replica reads and keyless produce.
     next: AtomicUsize,
+    /// TLS for every connection (`None`: plaintext).
+    tls: Option<crate::security::tls::ClientTls>,
 }
 
 /// The leader address a NOT_LEADER status names, if any.
@@ -77,7 +79,9 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
 /// (the request may have been committed; resending it could duplicate it).
 fn retryable(e: &ClientError, idempotent: bool) -> bool {
     match e {
-        ClientError::Connect { .. } => true,
+        // A TLS refusal (untrusted or expired certificate) will not go away by retrying.
+        ClientError::Connect { reason, .. } => !tls_refusal(reason),
+        ClientError::Status(s) if tls_refusal(s.message()) => false,
         ClientError::Status(s) if idempotent => matches!(
             s.code(),
             Code::Unavailable
@@ -98,11 +102,26 @@ fn retryable(e: &ClientError, idempotent: bool) -> bool {
     }
 }
 
+/// Whether an error text is a TLS refusal (an alert or a certificate the other side rejects).
+fn tls_refusal(text: &str) -> bool {
+    text.contains("alert") || text.contains("certificate") || text.contains("Certificate")
+}
+
 impl ClusterClient {
     /// Connects through the first reachable of `bootstrap` (`host:port` each) and reads the
     /// metadata.
     pub async fn connect(bootstrap: &[String], read_from: ReadFrom) -> Result<Self> {
+        Self::connect_with(bootstrap, read_from, None).await
+    }
+
+    /// [`ClusterClient::connect`], over TLS if `tls` is given.
+    pub async fn connect_with(
+        bootstrap: &[String],
+        read_from: ReadFrom,
+        tls: Option<crate::security::tls::ClientTls>,
+    ) -> Result<Self> {
         let client = ClusterClient {
+            tls,
             bootstrap: bootstrap.to_vec(),
             connections: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
@@ -118,7 +137,7 @@ impl ClusterClient {
         if let Some(c) = self.connections.lock().get(addr) {
             return Ok(c.clone());
         }
-        let c = Client::connect(addr).await?;
+        let c = Client::connect_with(addr, self.tls.as_ref()).await?;
         self.connections.lock().insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -145,8 +145,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the broker at `addr` (`host:port`).
+    /// Connects to the broker at `addr` (`host:port`) in plaintext.
     pub async fn connect(addr: &str) -> Result<Self> {
+        Self::connect_with(addr, None).await
+    }
+
+    /// Connects to the broker at `addr` (`host:port`), over TLS if `tls` is given.
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<&crate::security::tls::ClientTls>,
+    ) -> Result<Self> {
         let connect_error = |reason: String| ClientError::Connect {
             addr: addr.to_string(),
             reason,
@@ -156,7 +164,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
-        let channel = endpoint.connect().await.map_err(|e| {
+        let connected = match tls {
+            Some(tls) => endpoint.connect_with_connector(tls.connector()).await,
+            None => endpoint.connect().await,
+        };
+        let channel = connected.map_err(|e| {
             let mut reason = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(inner) = source {

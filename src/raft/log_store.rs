@@ -135,6 +135,8 @@ pub struct LogShared {
     persist_committed: bool,
     /// Whether retention waits for Raft's purges (see [`LogShared::guard_retention`]).
     guarded: std::sync::atomic::AtomicBool,
+    /// The commit index Raft last reported (plus one; 0 for none), for metrics and readiness.
+    commit_index: std::sync::atomic::AtomicU64,
 }
 
 /// openraft's log storage (and log reader) for one replica. Cheap to clone.
@@ -200,6 +202,7 @@ impl<C> LogStore<C> {
             fsync,
             persist_committed,
             guarded: std::sync::atomic::AtomicBool::new(false),
+            commit_index: std::sync::atomic::AtomicU64::new(0),
         });
         let last = shared.read_last()?;
         shared.window.lock().last = last;
@@ -254,6 +257,13 @@ pub fn forget_log_state(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl LogShared {
+    /// The commit index Raft last reported to this replica (`None` before any).
+    pub fn commit_index(&self) -> Option<u64> {
+        self.commit_index
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
     /// The commit log.
     pub fn log(&self) -> &Arc<PartitionLog> {
         &self.log
@@ -691,6 +701,10 @@ where
         &mut self,
         committed: Option<LogId>,
     ) -> Result<(), StorageError<NodeId>> {
+        self.shared.commit_index.store(
+            committed.map_or(0, |l| l.index + 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !self.shared.persist_committed {
             return Ok(());
         }

@@ -455,6 +455,8 @@ pub(crate) fn append_outcome(
 /// recorded in a group's membership (a node restarted on a new address stays reachable).
 #[derive(Debug, Default)]
 pub struct Channels {
+    /// TLS to peers (`None`: plaintext).
+    tls: Option<crate::security::tls::ClientTls>,
     channels: RwLock<HashMap<String, Channel>>,
     addresses: RwLock<HashMap<NodeId, String>>,
     /// Heartbeats gathered per peer address.
@@ -462,6 +464,16 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// Channels that connect to peers with `tls` (its certificate files are watched, so a
+    /// rotated node certificate is used for connections opened after the change).
+    pub fn with_tls(tls: crate::security::tls::ClientTls) -> Self {
+        tls.spawn_watcher();
+        Channels {
+            tls: Some(tls),
+            ..Default::default()
+        }
+    }
+
     /// Records the current address of `node`.
     pub fn set_address(&self, node: NodeId, addr: &str) {
         if self.addresses.read().get(&node).map(String::as_str) != Some(addr) {
@@ -490,7 +502,10 @@ impl Channels {
             .http2_adaptive_window(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            None => endpoint.connect_lazy(),
+        };
         self.channels
             .write()
             .insert(addr.to_string(), channel.clone());

@@ -136,6 +136,11 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 }
 
 impl PartitionStateMachine {
+    /// The commit index Raft last reported to this replica.
+    pub fn commit_index(&self) -> Option<u64> {
+        self.shared.commit_index()
+    }
+
     /// Opens the state machine of the replica whose Raft log is `shared`.
     pub fn open(shared: Arc<LogShared>) -> std::io::Result<Self> {
         let checkpoint_path = shared.log().dir().join(APPLIED_FILE);

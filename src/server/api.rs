@@ -21,6 +21,9 @@ use crate::proto::v1::{
     self as pb, consume_service_server::ConsumeService, metadata_service_server::MetadataService,
     produce_service_server::ProduceService, topic_service_server::TopicService,
 };
+use crate::security::Caller;
+use crate::security::acl::{Acl, Action};
+use crate::telemetry::{TopicLabels, metrics};
 
 /// Largest byte budget a read may ask for.
 const MAX_READ_BYTES: usize = 64 << 20;
@@ -34,12 +37,57 @@ const STREAM_IN_FLIGHT: usize = 64;
 pub struct Api {
     /// The broker served.
     broker: Arc<Broker>,
+    /// Who may do what (`None`: ACLs off, everything allowed).
+    acl: Option<Arc<Acl>>,
+}
+
+/// Records the topic (and partition) a request is about on its span.
+fn note_topic(topic: &str, partition: Option<u32>) {
+    let span = tracing::Span::current();
+    span.record("topic", topic);
+    if let Some(p) = partition {
+        span.record("partition", p);
+    }
+}
+
+/// The caller the request layer attached (anonymous if none).
+fn caller_of<T>(request: &Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl Api {
-    /// Serves `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Api { broker }
+    /// Serves `broker`, enforcing `acl` if given.
+    pub fn new(broker: Arc<Broker>, acl: Option<Arc<Acl>>) -> Self {
+        Api { broker, acl }
+    }
+
+    /// Whether `caller` may do `action` on `topic`; PERMISSION_DENIED naming the subject,
+    /// action and topic if not. Nodes are not subject to ACLs.
+    fn authorize(&self, caller: &Caller, action: Action, topic: &str) -> Result<(), Status> {
+        let Some(acl) = &self.acl else { return Ok(()) };
+        if caller.is_node() {
+            return Ok(());
+        }
+        acl.check(caller.name(), action, topic).map_err(|denied| {
+            metrics().acl_denied(action.as_str());
+            tracing::warn!(subject = %caller.name(), action = %action, topic, "denied by ACL");
+            Status::permission_denied(denied.to_string())
+        })
+    }
+
+    /// Whether `caller` may see `topic` at all (any action on it).
+    fn visible(&self, caller: &Caller, topic: &str) -> bool {
+        match &self.acl {
+            None => true,
+            Some(_) if caller.is_node() => true,
+            Some(acl) => [Action::Produce, Action::Consume, Action::Admin]
+                .into_iter()
+                .any(|a| acl.allows(caller.name(), a, topic)),
+        }
     }
 
     fn check_size(&self, message: &impl Message) -> Result<(), Status> {
@@ -145,15 +193,39 @@ fn produced(p: Produced) -> pb::ProduceResponse {
 
 /// Builds a consume response: decoded records from `from_offset` on, or the raw batches.
 fn consume_response(
+    topic: &str,
     consumed: Consumed,
     from_offset: u64,
     raw: bool,
 ) -> Result<pb::ConsumeResponse, Status> {
+    let labels = TopicLabels {
+        topic: topic.to_string(),
+    };
+    let m = metrics();
+    m.consume_bytes
+        .get_or_create(&labels)
+        .inc_by(consumed.batches.len() as u64);
     let (records, record_batches) = if raw {
+        // Records of data batches at or after the offset asked for (batches go out whole).
+        let records: u64 = log::split_batches(consumed.batches.clone())
+            .filter_map(Result::ok)
+            .filter(|b| !b.header.is_control())
+            .map(|b| {
+                let h = &b.header;
+                match from_offset.checked_sub(h.base_offset) {
+                    None | Some(0) => u64::from(h.records_count),
+                    Some(_) => h.last_offset().saturating_sub(from_offset) + 1,
+                }
+            })
+            .sum();
+        m.consume_records.get_or_create(&labels).inc_by(records);
         (Vec::new(), consumed.batches)
     } else {
         let records = log::decode_records(consumed.batches, from_offset)
             .map_err(|e| to_status(LogError::from(e).into()))?;
+        m.consume_records
+            .get_or_create(&labels)
+            .inc_by(records.len() as u64);
         (
             records.into_iter().map(to_consumed).collect(),
             Default::default(),
@@ -211,6 +283,8 @@ impl TopicService for Api {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        note_topic(&request.get_ref().name, None);
+        self.authorize(&caller_of(&request), Action::Admin, &request.get_ref().name)?;
         let request = request.into_inner();
         let config = request.config.unwrap_or_default();
         let settings = TopicSettings {
@@ -238,6 +312,8 @@ impl TopicService for Api {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        note_topic(&request.get_ref().name, None);
+        self.authorize(&caller_of(&request), Action::Admin, &request.get_ref().name)?;
         let broker = self.broker.clone();
         let name = request.into_inner().name;
         tokio::spawn(async move { broker.delete_topic(&name).await })
@@ -249,12 +325,14 @@ impl TopicService for Api {
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let caller = caller_of(&request);
         let topics = self
             .broker
             .list_topics()
             .into_iter()
+            .filter(|(name, _)| self.visible(&caller, name))
             .map(|(name, partitions)| pb::TopicSummary { name, partitions })
             .collect();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
@@ -264,6 +342,17 @@ impl TopicService for Api {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let caller = caller_of(&request);
+        let name = &request.get_ref().name;
+        note_topic(name, None);
+        if !self.visible(&caller, name) {
+            metrics().acl_denied("describe");
+            tracing::warn!(subject = %caller.name(), action = "describe", topic = %name, "denied by ACL");
+            return Err(Status::permission_denied(format!(
+                "subject {:?} may not describe topic {name:?} (it needs produce, consume or admin on it)",
+                caller.name()
+            )));
+        }
         let status = self
             .broker
             .describe_topic(&request.into_inner().name)
@@ -278,6 +367,12 @@ impl TopicService for Api {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        note_topic(&request.get_ref().topic, Some(request.get_ref().partition));
+        self.authorize(
+            &caller_of(&request),
+            Action::Admin,
+            &request.get_ref().topic,
+        )?;
         let req = request.into_inner();
         let manifest = self
             .broker
@@ -306,6 +401,12 @@ impl ProduceService for Api {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        note_topic(&request.get_ref().topic, request.get_ref().partition);
+        self.authorize(
+            &caller_of(&request),
+            Action::Produce,
+            &request.get_ref().topic,
+        )?;
         self.check_size(request.get_ref())?;
         let pending = submit_one(&self.broker, request.into_inner()).await?;
         acknowledged(pending).await.map(Response::new)
@@ -317,11 +418,14 @@ impl ProduceService for Api {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = caller_of(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT);
         let api = self.clone();
         let mut shutdown = self.broker.shutdown_signal();
         tokio::spawn(async move {
+            // Topics this stream was allowed to produce to (checked once per topic).
+            let mut allowed: Vec<String> = Vec::new();
             let mut pending = FuturesOrdered::new();
             let mut inbound_open = true;
             let mut cut_short = false;
@@ -346,7 +450,13 @@ impl ProduceService for Api {
                             Ok(Some(request)) => {
                                 // Queued here, one after another, so the stream's records keep
                                 // their order in the log; acknowledgements are awaited together.
-                                let queued = match api.check_size(&request) {
+                                let permitted = if allowed.contains(&request.topic) {
+                                    Ok(())
+                                } else {
+                                    api.authorize(&caller, Action::Produce, &request.topic)
+                                        .map(|()| allowed.push(request.topic.clone()))
+                                };
+                                let queued = match permitted.and_then(|()| api.check_size(&request)) {
                                     Ok(()) => submit_one(&api.broker, request).await,
                                     Err(status) => Err(status),
                                 };
@@ -383,6 +493,12 @@ impl ConsumeService for Api {
         &self,
         request: Request<pb::ConsumeRequest>,
     ) -> Result<Response<pb::ConsumeResponse>, Status> {
+        note_topic(&request.get_ref().topic, Some(request.get_ref().partition));
+        self.authorize(
+            &caller_of(&request),
+            Action::Consume,
+            &request.get_ref().topic,
+        )?;
         let r = request.into_inner();
         let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
         let consumed = self
@@ -396,7 +512,7 @@ impl ConsumeService for Api {
             )
             .await
             .map_err(to_status)?;
-        consume_response(consumed, r.offset, r.record_batches).map(Response::new)
+        consume_response(&r.topic, consumed, r.offset, r.record_batches).map(Response::new)
     }
 
     type ConsumeStreamStream = ResponseStream<pb::ConsumeResponse>;
@@ -405,6 +521,12 @@ impl ConsumeService for Api {
         &self,
         request: Request<pb::ConsumeStreamRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
+        note_topic(&request.get_ref().topic, Some(request.get_ref().partition));
+        self.authorize(
+            &caller_of(&request),
+            Action::Consume,
+            &request.get_ref().topic,
+        )?;
         let r = request.into_inner();
         let partition = self
             .broker
@@ -475,7 +597,7 @@ impl ConsumeService for Api {
                 }
                 let from = next;
                 next = consumed.next_offset;
-                let response = consume_response(consumed, from, raw);
+                let response = consume_response(&topic, consumed, from, raw);
                 let failed = response.is_err();
                 if tx.send(response).await.is_err() || failed {
                     return;
@@ -496,6 +618,9 @@ impl MetadataService for Api {
         let mut leads: std::collections::BTreeMap<u64, Vec<pb::TopicPartition>> =
             std::collections::BTreeMap::new();
         let mut partitions = Vec::new();
+        // Not filtered by ACLs: clients route with it, and a produce or consume to a topic
+        // the caller may not use is answered PERMISSION_DENIED by name (clearer than "no
+        // such topic").
         for (name, topic) in &metadata.topics {
             for (i, replicas) in topic.replicas.iter().enumerate() {
                 let group = crate::raft::partition_group(name, i as u32);

@@ -1,7 +1,10 @@
 //! The gRPC server: the logbook services, gRPC health checking and reflection on one port, and
 //! graceful shutdown.
 
+mod admin_http;
 mod api;
+mod incoming;
+mod layer;
 mod status;
 
 use std::future::Future;
@@ -12,8 +15,14 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use admin_http::serve_admin;
 pub use api::Api;
+pub use layer::{AuthPolicy, RequestLayer, code_name};
 pub use status::{ERROR_DOMAIN, to_status};
+
+use crate::config::BrokerConfig;
+use crate::security::acl::Acl;
+use crate::security::tls::{Reloading, ServerTls, server_tls};
 
 use crate::broker::{Broker, BrokerError};
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -43,6 +52,62 @@ pub enum ServeError {
     /// Closing the broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
+    /// The ACL model or policy cannot be loaded.
+    #[error("ACL: {0}")]
+    Acl(#[from] crate::security::acl::AclError),
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// How the gRPC port is secured: TLS (reloaded from disk), client certificates, ACLs.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// The server's TLS configuration (`None`: plaintext).
+    pub tls: Option<Arc<Reloading<ServerTls>>>,
+    /// Callers without a certificate are refused (under TLS).
+    pub require_client_cert: bool,
+    /// The ACL policy (`None`: every caller may do everything).
+    pub acl: Option<Arc<Acl>>,
+}
+
+impl Security {
+    /// TLS and ACLs as configured, with watchers that reload certificates and the policy when
+    /// their files change.
+    pub async fn from_config(config: &BrokerConfig) -> Result<Security, ServeError> {
+        let tls = match config.tls_files()? {
+            Some(files) => {
+                let tls = Reloading::new("server", files, server_tls)?;
+                tls.spawn_watcher();
+                Some(tls)
+            }
+            None => None,
+        };
+        let acl = match config.acl_policy_file.as_os_str().is_empty() {
+            true => None,
+            false => {
+                let model = (!config.acl_model_file.as_os_str().is_empty())
+                    .then_some(config.acl_model_file.as_path());
+                let acl = Arc::new(Acl::load(model, &config.acl_policy_file).await?);
+                acl.spawn_reloader(crate::security::tls::RELOAD_EVERY);
+                Some(acl)
+            }
+        };
+        if acl.is_some() && tls.is_none() {
+            tracing::warn!(
+                "ACLs are on without TLS: every caller is \"anonymous\" (set tls_cert_file, \
+                 tls_key_file and tls_ca_file to name callers by their certificates)"
+            );
+        }
+        Ok(Security {
+            tls,
+            require_client_cert: config.tls_require_client_cert,
+            acl,
+        })
+    }
 }
 
 /// Serves `broker` on `listener` until `shutdown` resolves. Then: health turns NOT_SERVING,
@@ -51,9 +116,10 @@ pub enum ServeError {
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let api = Api::new(broker.clone());
+    let api = Api::new(broker.clone(), security.acl.clone());
     let limit = broker.config().max_request_bytes as usize * TRANSPORT_LIMIT_FACTOR;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TopicServiceServer<Api>>().await;
@@ -65,7 +131,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let address = broker.address();
-    tracing::info!(%address, "serving gRPC");
+    tracing::info!(%address, tls = security.tls.is_some(), acl = security.acl.is_some(), "serving gRPC");
 
     let (signalled, mut signal_seen) = tokio::sync::watch::channel(false);
     let stopping = {
@@ -81,13 +147,13 @@ pub async fn serve(
             let _ = signalled.send(true);
         }
     };
-    // Our own listener, so tonic's tcp_nodelay setting does not apply: set it on each accepted
-    // connection (without it, Nagle's algorithm and delayed ACKs add ~40 ms stalls).
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
-    let serving = Server::builder()
+    let policy = AuthPolicy {
+        tls: security.tls.clone(),
+        require_client_cert: security.require_client_cert,
+    };
+    let router = Server::builder()
         .http2_adaptive_window(Some(true))
+        .layer(RequestLayer::new(policy))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TopicServiceServer::new(api.clone()).max_decoding_message_size(limit))
@@ -102,8 +168,23 @@ pub async fn serve(
             RaftServiceServer::new(RaftRpcService::new(broker.raft_groups()))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(incoming, stopping);
+        );
+    type Serving<'a> =
+        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + 'a>>;
+    let serving: Serving = match security.tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(incoming::tls_incoming(listener, tls), stopping),
+        ),
+        None => {
+            // Our own listener, so tonic's tcp_nodelay setting does not apply: set it on each
+            // accepted connection (without it, Nagle's algorithm and delayed ACKs add ~40 ms
+            // stalls).
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopping))
+        }
+    };
     // Graceful shutdown waits for every connection; a client that never reads (or holds a
     // health Watch open) must not hold the broker forever.
     let grace = async {

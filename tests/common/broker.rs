@@ -27,6 +27,8 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     /// Its stderr log.
     pub log_path: PathBuf,
+    /// host:port of its admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_addr: String,
 }
 
 impl BrokerProcess {
@@ -57,9 +59,15 @@ impl BrokerProcess {
             }
             None => Command::new(logbook_bin()),
         };
+        // A free admin port unless the test picks one (brokers run side by side).
+        let admin: &[&str] = match extra.contains(&"--admin-addr") {
+            true => &[],
+            false => &["--admin-addr", "127.0.0.1:0"],
+        };
         let mut child = command
             .args(["serve", "--listen-addr", listen, "--data-dir"])
             .arg(data_dir)
+            .args(admin)
             .args(extra)
             .env_remove("LOGBOOK_CONFIG")
             // Credentials of the S3 servers tests start (through the standard AWS chain).
@@ -81,23 +89,31 @@ impl BrokerProcess {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "broker did not start; its log:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            });
+        let next_line = || {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "broker did not start; its log:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    )
+                })
+        };
+        let line = next_line();
+        let admin_addr = line
+            .strip_prefix("logbook admin listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let line = next_line();
         let addr = line
             .strip_prefix("logbook listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
             .to_string();
         BrokerProcess {
             child: Some(child),
             addr,
             data_dir: data_dir.to_path_buf(),
             log_path,
+            admin_addr,
         }
     }
 

@@ -1,0 +1,488 @@
+//! Mutual TLS and ACLs against the real binary: certificates made by `logbook certs`, the TLS
+//! matrix (no certificate, another CA, expired, plaintext, a client on the Raft service),
+//! rotation on disk without a restart, and the ACL matrix with a policy reload.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::broker::{BrokerProcess, cli, logbook_bin};
+use logbook::client::{Client, ClientError};
+use logbook::proto::v1 as pb;
+use logbook::proto::v1::raft_service_client::RaftServiceClient;
+use logbook::security::certs::{CertKind, Validity, issue};
+use logbook::security::tls::{ClientTls, TlsFiles};
+use tonic::Code;
+
+/// A record with `value`, no key.
+pub fn record(value: &str) -> logbook::log::NewRecord {
+    logbook::log::NewRecord {
+        key: None,
+        value: Some(bytes::Bytes::from(value.to_string())),
+        headers: Vec::new(),
+        timestamp_ms: -1,
+    }
+}
+
+/// Runs `logbook certs ...` and asserts it worked.
+fn certs(args: &[&str]) {
+    let out = std::process::Command::new(logbook_bin())
+        .arg("certs")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logbook certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `dir` (named after it) with a node certificate `n1` for 127.0.0.1 and client
+/// certificates.
+fn authority(dir: &Path, clients: &[&str]) {
+    let d = dir.to_str().unwrap();
+    let name = format!("{} CA", dir.file_name().unwrap().to_str().unwrap());
+    certs(&["init", "--dir", d, "--name", &name]);
+    certs(&[
+        "issue",
+        "--dir",
+        d,
+        "--server",
+        "--name",
+        "n1",
+        "--ip",
+        "127.0.0.1",
+        "--dns",
+        "localhost",
+    ]);
+    for name in clients {
+        certs(&["issue", "--dir", d, "--client", name]);
+    }
+}
+
+fn pem(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pem"))
+}
+
+fn key(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-key.pem"))
+}
+
+/// TLS as `name` of the CA in `dir`, trusting `ca_dir`'s CA.
+fn tls_as(ca_dir: &Path, dir: &Path, name: &str) -> ClientTls {
+    ClientTls::new(
+        TlsFiles {
+            ca: pem(ca_dir, "ca"),
+            cert: Some(pem(dir, name)),
+            key: Some(key(dir, name)),
+        },
+        "",
+    )
+    .unwrap()
+}
+
+fn server_flags(dir: &Path) -> Vec<String> {
+    [
+        ("--tls-cert-file", pem(dir, "n1")),
+        ("--tls-key-file", key(dir, "n1")),
+        ("--tls-ca-file", pem(dir, "ca")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect()
+}
+
+fn start(data: &Path, flags: &[String]) -> BrokerProcess {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    BrokerProcess::start(data, &flags)
+}
+
+/// The code and text of a failed call, whether it failed connecting or on the call.
+fn failure(e: ClientError) -> (Option<Code>, String) {
+    (e.code(), e.to_string())
+}
+
+/// Creates a topic through `tls` (or plaintext), returning how it went.
+async fn create_topic(addr: &str, tls: Option<&ClientTls>, name: &str) -> Result<(), ClientError> {
+    let mut client = Client::connect_with(addr, tls).await?;
+    client
+        .create_topic(name, 1, Default::default())
+        .await
+        .map(|_| ())
+}
+
+/// Waits (up to 30 s) for `log` to contain `needle`.
+fn wait_for_log(broker: &BrokerProcess, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = broker.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker never logged {needle:?}; its log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// GETs `path` from the admin port: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the series `name{labels}` in a metrics text, if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_matrix_refuses_each_bad_client_with_a_code_and_a_log_line() {
+    let root = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+    authority(&ours, &["alice"]);
+    authority(&theirs, &["mallory"]);
+    // An expired client certificate from our own CA.
+    let past = SystemTime::now() - Duration::from_secs(10 * 86_400);
+    issue(
+        &ours,
+        &CertKind::Client { name: "old".into() },
+        Validity {
+            not_before: past,
+            not_after: SystemTime::now() - Duration::from_secs(86_400),
+        },
+        false,
+    )
+    .unwrap();
+    let broker = start(&root.path().join("data"), &server_flags(&ours));
+    let addr = broker.addr.clone();
+
+    // A valid client works end to end.
+    let alice = tls_as(&ours, &ours, "alice");
+    let mut client = Client::connect_with(&addr, Some(&alice)).await.unwrap();
+    client
+        .create_topic("secure", 1, Default::default())
+        .await
+        .unwrap();
+    let ack = client
+        .produce("secure", Some(0), &[record("hello")])
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, ack.last_offset);
+
+    // No client certificate: the handshake completes, the call is UNAUTHENTICATED.
+    let anonymous = ClientTls::new(
+        TlsFiles {
+            ca: pem(&ours, "ca"),
+            cert: None,
+            key: None,
+        },
+        "",
+    )
+    .unwrap();
+    let (code, text) = failure(
+        create_topic(&addr, Some(&anonymous), "t1")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Some(Code::Unauthenticated), "{text}");
+    assert!(text.contains("client certificate"), "{text}");
+    wait_for_log(
+        &broker,
+        "a client certificate signed by the cluster's CA is required",
+    );
+
+    // A certificate from another CA, and an expired one: UNAUTHENTICATED, saying why.
+    for (who, tls, reason) in [
+        (
+            "another CA",
+            tls_as(&ours, &theirs, "mallory"),
+            "UnknownIssuer",
+        ),
+        ("expired", tls_as(&ours, &ours, "old"), "xpired"),
+    ] {
+        let (code, text) = failure(create_topic(&addr, Some(&tls), "t2").await.unwrap_err());
+        assert_eq!(code, Some(Code::Unauthenticated), "{who}: {text}");
+        assert!(
+            text.contains("client certificate rejected") && text.contains(reason),
+            "{who}: {text}"
+        );
+        let log = wait_for_log(&broker, reason);
+        assert!(log.contains("client certificate rejected"), "{who}: {log}");
+    }
+
+    // Plaintext to the TLS port.
+    let (code, text) = failure(create_topic(&addr, None, "t3").await.unwrap_err());
+    assert_eq!(code, Some(Code::Unavailable), "plaintext: {text}");
+    assert!(text.contains("requires TLS"), "{text}");
+    wait_for_log(&broker, "plaintext on a TLS port");
+
+    // A client certificate on the Raft service: PERMISSION_DENIED; a node certificate passes.
+    let raft_call = |tls: ClientTls| {
+        let addr = addr.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_with_connector(tls.connector())
+                .await
+                .unwrap();
+            RaftServiceClient::new(channel)
+                .vote(pb::RaftVoteRequest {
+                    group: "no-such-group".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let denied = raft_call(alice.clone()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("\"alice\""), "{denied:?}");
+    wait_for_log(&broker, "may not call the Raft service");
+    let node = raft_call(tls_as(&ours, &ours, "n1")).await;
+    assert!(
+        !matches!(&node, Err(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)),
+        "a node certificate reaches the Raft service: {node:?}"
+    );
+
+    // The refusals are counted.
+    let (status, text) = http_get(&broker.admin_addr, "/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "logbook_tls_handshake_failures_total{reason=\"plaintext\"}",
+        "logbook_authentication_failures_total{reason=\"no_certificate\"}",
+        "logbook_authentication_failures_total{reason=\"not_a_node\"}",
+    ] {
+        assert!(
+            metric(&text, series).unwrap_or(0.0) >= 1.0,
+            "{series} in\n{text}"
+        );
+    }
+    let bad = metric(
+        &text,
+        "logbook_authentication_failures_total{reason=\"bad_certificate\"}",
+    );
+    assert!(bad.unwrap_or(0.0) >= 2.0, "{text}");
+
+    // Rotation: the node's certificate and CA files are replaced by ones from a new CA; new
+    // connections use them without a restart.
+    let next = root.path().join("next");
+    authority(&next, &["alice"]);
+    for name in ["n1", "n1-key", "ca"] {
+        let tmp = ours.join(format!("{name}.pem.tmp"));
+        std::fs::copy(next.join(format!("{name}.pem")), &tmp).unwrap();
+        std::fs::rename(&tmp, ours.join(format!("{name}.pem"))).unwrap();
+    }
+    let rotated = tls_as(&next, &next, "alice");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match create_topic(&addr, Some(&rotated), "after-rotation").await {
+            Ok(()) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the rotated certificates were never used: {e}; log:\n{}",
+                broker.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_log(&broker, "reloaded TLS certificates");
+    // A client of the old CA no longer gets in (the server now trusts only the new CA).
+    let (code, text) = failure(
+        create_topic(&addr, Some(&tls_as(&next, &ours, "alice")), "t4")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Some(Code::Unauthenticated), "{text}");
+}
+
+/// Runs an action as `tls`'s subject: `Ok` or the status code and message.
+async fn as_subject(
+    addr: &str,
+    tls: &ClientTls,
+    action: &str,
+    topic: &str,
+) -> Result<(), (Code, String)> {
+    let mut client = Client::connect_with(addr, Some(tls)).await.unwrap();
+    let outcome = match action {
+        "produce" => client
+            .produce(topic, Some(0), &[record("x")])
+            .await
+            .map(|_| ()),
+        "consume" => client
+            .consume(topic, 0, 0, 1 << 20, Duration::ZERO)
+            .await
+            .map(|_| ()),
+        "admin" => client.create_snapshot(topic, 0).await.map(|_| ()),
+        "describe" => client.describe_topic(topic).await.map(|_| ()),
+        other => panic!("no action {other}"),
+    };
+    outcome.map_err(|e| (e.code().unwrap_or(Code::Unknown), e.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_matrix_allows_and_denies_by_subject_action_and_topic_and_reloads() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    authority(&ca, &["alice", "bob", "ops", "eve"]);
+    let policy = root.path().join("policy.csv");
+    let rules = "p, alice, orders, produce\n\
+                 p, alice, orders, consume\n\
+                 p, bob, logs.*, produce\n\
+                 p, bob, logs.*, consume\n\
+                 p, ops, *, admin\n";
+    std::fs::write(&policy, rules).unwrap();
+    let mut flags = server_flags(&ca);
+    flags.extend([
+        "--acl-policy-file".to_string(),
+        policy.display().to_string(),
+    ]);
+    let broker = start(&root.path().join("data"), &flags);
+    let addr = broker.addr.clone();
+    let who = |name: &str| tls_as(&ca, &ca, name);
+
+    // Topic creation is admin: ops may, alice may not.
+    for topic in ["orders", "logs.app"] {
+        create_topic(&addr, Some(&who("ops")), topic).await.unwrap();
+    }
+    let (code, text) = failure(
+        create_topic(&addr, Some(&who("alice")), "mine")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Some(Code::PermissionDenied), "{text}");
+    for part in ["alice", "admin", "mine"] {
+        assert!(text.contains(part), "the denial names {part}: {text}");
+    }
+
+    // The matrix: (subject, action, topic, allowed). `logs.app` is matched by `logs.*`.
+    let matrix = [
+        ("alice", "produce", "orders", true),
+        ("alice", "consume", "orders", true),
+        ("alice", "produce", "logs.app", false),
+        ("alice", "consume", "logs.app", false),
+        ("alice", "admin", "orders", false),
+        ("bob", "produce", "logs.app", true),
+        ("bob", "consume", "logs.app", true),
+        ("bob", "produce", "orders", false),
+        ("bob", "consume", "orders", false),
+        ("ops", "admin", "orders", true),
+        ("ops", "admin", "logs.app", true),
+        ("ops", "produce", "orders", false),
+        ("ops", "consume", "logs.app", false),
+        ("eve", "produce", "orders", false),
+        ("eve", "consume", "orders", false),
+        ("eve", "admin", "orders", false),
+        ("eve", "describe", "orders", false),
+        ("alice", "describe", "orders", true),
+    ];
+    let mut denied = 0;
+    for (subject, action, topic, allowed) in matrix {
+        let outcome = as_subject(&addr, &who(subject), action, topic).await;
+        match (allowed, outcome) {
+            (true, Ok(())) => {}
+            (false, Err((Code::PermissionDenied, text))) => {
+                denied += 1;
+                assert!(
+                    text.contains(subject) && text.contains(topic) && text.contains(action),
+                    "the denial names subject, action and topic: {text}"
+                );
+            }
+            (allowed, outcome) => {
+                panic!("{subject} {action} {topic}: expected allowed={allowed}, got {outcome:?}")
+            }
+        }
+    }
+    let log = wait_for_log(&broker, "denied by ACL");
+    assert!(log.contains("eve"), "{log}");
+
+    // Listing shows only the topics a subject has some right on.
+    let mut alice = Client::connect_with(&addr, Some(&who("alice")))
+        .await
+        .unwrap();
+    let names: Vec<String> = alice
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["orders".to_string()]);
+
+    // The CLI takes the same certificates.
+    let (cert, key_file, ca_file) = (pem(&ca, "bob"), key(&ca, "bob"), pem(&ca, "ca"));
+    let args = [
+        "--ca",
+        ca_file.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+    ];
+    let mut produce = vec!["produce", "--topic", "logs.app"];
+    produce.extend(args);
+    let out = cli(&addr, &produce, "from-cli\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut refused = vec!["produce", "--topic", "orders"];
+    refused.extend(args);
+    let out = cli(&addr, &refused, "nope\n");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bob") && stderr.contains("orders"),
+        "{stderr}"
+    );
+
+    // Denials are counted.
+    let (_, text) = http_get(&broker.admin_addr, "/metrics");
+    let counted: f64 = ["produce", "consume", "admin", "describe"]
+        .iter()
+        .filter_map(|a| {
+            metric(
+                &text,
+                &format!("logbook_acl_denials_total{{action=\"{a}\"}}"),
+            )
+        })
+        .sum();
+    assert!(
+        counted >= f64::from(denied) + 2.0,
+        "{counted} denials counted, {denied} made\n{text}"
+    );
+
+    // The policy file is reloaded without a restart: eve may now consume orders.
+    std::fs::write(&policy, format!("{rules}p, eve, orders, consume\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while as_subject(&addr, &who("eve"), "consume", "orders")
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the new policy was never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And nothing else changed for her.
+    assert!(matches!(
+        as_subject(&addr, &who("eve"), "produce", "orders").await,
+        Err((Code::PermissionDenied, _))
+    ));
+}
