@@ -167,7 +167,7 @@ impl Default for BrokerConfig {
             tls_require_client_cert: true,
             acl_model_file: PathBuf::new(),
             acl_policy_file: PathBuf::new(),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7480)),
             log_format: crate::telemetry::LogFormat::Human,
             otlp_endpoint: String::new(),
         }
@@ -522,7 +522,7 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acl_policy_file: Option<PathBuf>,
-    /// Admin HTTP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7401]
+    /// Admin HTTP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7480]
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<SocketAddr>,
@@ -547,6 +547,40 @@ mod tests {
         let text = config.to_toml();
         let back: BrokerConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn the_gossip_key_can_come_from_a_file_but_not_from_both_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gossip.key");
+        std::fs::write(&file, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+        let mut config = BrokerConfig {
+            gossip_key_file: file.clone(),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(config.gossip_key().unwrap(), Some((0..16).collect()));
+        config.gossip_key = "000102030405060708090a0b0c0d0e0f".into();
+        assert!(config.gossip_key().unwrap_err().contains("not both"));
+        config.gossip_key.clear();
+        config.gossip_key_file = dir.path().join("missing");
+        assert!(config.gossip_key().unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn tls_settings_come_as_a_set() {
+        let config = BrokerConfig {
+            tls_cert_file: "node.pem".into(),
+            ..BrokerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("tls_ca_file"), "{err}");
+        let config = BrokerConfig {
+            tls_ca_file: "ca.pem".into(),
+            ..BrokerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("tls_cert_file"), "{err}");
+        assert_eq!(BrokerConfig::default().tls_files().unwrap(), None);
     }
 
     #[test]

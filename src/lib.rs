@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`log`] | segments, mmap index, RecordBatch v2 framing and CRC, recovery, retention, compaction, group commit | built |
 //! | [`broker`] | this node's replicas (each a Raft group), the request combiner, the cluster runtime (`broker::node`: metadata group, formation, controller, reconciler, replacement), produce/consume operations | built |
-//! | [`server`] | tonic services (client API, health, reflection), error statuses, graceful shutdown | built |
+//! | [`server`] | tonic services (client API, health, reflection), TLS accept loop, request layer (authentication, spans, latency), admin HTTP port (`/metrics`, `/healthz`, `/readyz`), error statuses, graceful shutdown | built |
 //! | [`client`] | client library (one node, or a cluster with leader routing, replica reads and retries) and the Kafka partitioner | built |
 //! | [`cli`] | `topic`, `produce`, `consume` commands | built |
 //! | [`admin`] | `snapshot list/inspect/create`, `restore`, `s3-server` commands | built |
@@ -16,8 +16,8 @@
 //! | [`raft`] | openraft type configs, log storage on top of `log`, partition state machine, gRPC network | built |
 //! | [`cluster`] | gossip membership (serf), the metadata group's state machine, replica placement | built |
 //! | [`snapshot`] | snapshot store (`SnapshotStore`: local directory and S3), manifests, verified downloads, GC, a local S3 server | built (issue 5) |
-//! | `security` | rustls configs, casbin ACLs, certificate tool | planned |
-//! | `telemetry` | tracing, OTLP, metrics | planned |
+//! | [`security`] | TLS configs reloaded from disk and the peer connector (rustls), the caller's identity, casbin ACLs, the `logbook certs` tool (rcgen) | built (issue 6) |
+//! | [`telemetry`] | tracing subscriber (human/JSON logs, OTLP export), Prometheus metrics registry | built (issue 6) |
 //!
 //! Dependencies run one way: `server` → `broker` → `cluster`/`raft` → `log`/`snapshot`;
 //! `snapshot` depends on `log` only; nothing depends on `server`. `main.rs` only parses the command line and

@@ -486,3 +486,91 @@ async fn acl_matrix_allows_and_denies_by_subject_action_and_topic_and_reloads() 
         Err((Code::PermissionDenied, _))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossip_key_file() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    authority(&ca, &["app"]);
+    // The gossip key comes from a file (never a flag).
+    let key_file = root.path().join("gossip.key");
+    std::fs::write(&key_file, "00112233445566778899aabbccddeeff\n").unwrap();
+    let mut flags = server_flags(&ca);
+    flags.extend([
+        "--gossip-key-file".to_string(),
+        key_file.display().to_string(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let nodes = root.path().join("nodes");
+    std::fs::create_dir_all(&nodes).unwrap();
+    let cluster = common::cluster::Cluster::start_with(&nodes, 3, &flags);
+    let addrs = cluster.addrs();
+    let app = tls_as(&ca, &ca, "app");
+
+    // Formation, Raft and the metadata group all run over mutual TLS between the nodes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let formed = async {
+            let mut c = Client::connect_with(&addrs[0], Some(&app)).await.ok()?;
+            let m = c.metadata().await.ok()?;
+            (m.servers.len() == 3).then_some(())
+        };
+        if formed.await.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never formed over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = logbook::client::ClusterClient::connect_with(
+        &addrs,
+        logbook::client::ReadFrom::Replicas,
+        Some(app.clone()),
+    )
+    .await
+    .unwrap();
+    client
+        .any()
+        .await
+        .unwrap()
+        .create_topic("replicated", 1, pb::TopicConfig::default())
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    for v in &values {
+        client
+            .produce("replicated", Some(0), &[record(v)])
+            .await
+            .unwrap();
+    }
+    // Every node holds every acknowledged record (followers got them over TLS).
+    for addr in &addrs {
+        let mut node = Client::connect_with(addr, Some(&app)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got: Vec<String> = node
+                .consume("replicated", 0, 0, 1 << 20, Duration::ZERO)
+                .await
+                .map(|f| {
+                    f.records
+                        .iter()
+                        .map(|r| {
+                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                                .into_owned()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if got == values {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} holds {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Gossip was encrypted with the key from the file.
+    let log = cluster.nodes[0].as_ref().unwrap().log();
+    assert!(log.contains("encrypted=true"), "{log}");
+}

@@ -145,6 +145,27 @@ pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
     tasks.push(tokio::spawn(async move {
         super::snapshots::meta_upload_loop(weak).await
     }));
+    // Leader changes of the metadata group (partition groups count theirs in their leader
+    // report task).
+    let mut metrics = broker.meta.metrics();
+    tasks.push(tokio::spawn(async move {
+        let changes = crate::telemetry::metrics()
+            .leader_changes
+            .get_or_create_owned(&crate::telemetry::GroupLabels {
+                group: crate::raft::META_GROUP.to_string(),
+            });
+        let mut last = None;
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            if leader.is_some() && leader != last {
+                changes.inc();
+                last = leader;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }));
 }
 
 /// Formation and controller loop.

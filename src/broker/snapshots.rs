@@ -302,6 +302,12 @@ impl Worker {
         status.objects_uploaded += 1;
         status.bytes_uploaded += object.size;
         drop(status);
+        crate::telemetry::metrics()
+            .snapshot_upload_bytes
+            .get_or_create(&crate::telemetry::GroupLabels {
+                group: self.group.clone(),
+            })
+            .inc_by(object.size);
         tracing::debug!(group = %self.group, key = %object.key, bytes = object.size, "segment uploaded");
         self.uploaded.insert(base, (id, object.clone()));
         Ok((object, true))

@@ -233,6 +233,7 @@ impl Acl {
                 match acl.reload_if_changed().await {
                     Ok(reloaded) => {
                         if reloaded {
+                            crate::telemetry::metrics().acl_reloads.inc();
                             tracing::info!(
                                 policy_file = %acl.policy_file.display(),
                                 rules = acl.rule_count(),
@@ -333,12 +334,18 @@ async fn read_rules(model_file: Option<&Path>, policy_file: &Path) -> Result<Rul
     }
     check_policy_lines(&model, policy_file, &policy_text)?;
 
+    // Enforcer::new compiles the matcher (model errors) and builds the role graph (policy errors).
     let enforcer = Enforcer::new(model, StringAdapter::new(policy_text))
         .await
-        .map_err(|e| AclError::Policy {
-            path: policy_file.to_path_buf(),
-            model: origin.clone(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            casbin::Error::ModelError(_)
+            | casbin::Error::RhaiParseError(_)
+            | casbin::Error::RhaiError(_) => model_err(e.to_string()),
+            _ => AclError::Policy {
+                path: policy_file.to_path_buf(),
+                model: origin.clone(),
+                reason: e.to_string(),
+            },
         })?;
     // A model whose matcher fails on every request (an unknown function, a request of another
     // shape than sub, obj, act) would deny everything: refuse it now instead.
@@ -406,4 +413,323 @@ fn check_policy_lines(model: &DefaultModel, path: &Path, text: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "\
+# test policy
+p, alice, orders, produce
+p, analytics, orders.*, consume
+p, ops, audit.*, admin
+  # an indented comment
+p, admin, *, *
+p, *, public, consume
+
+g, bob, readers
+g, carol, bob
+p, readers, logs.*, consume
+";
+
+    /// A temporary directory holding a policy file (and optionally a model file).
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new(policy: &str) -> Files {
+            let files = Files {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            files.write_policy(policy);
+            files
+        }
+        fn policy(&self) -> PathBuf {
+            self.dir.path().join("policy.csv")
+        }
+        fn model(&self) -> PathBuf {
+            self.dir.path().join("model.conf")
+        }
+        fn write_policy(&self, text: &str) {
+            std::fs::write(self.policy(), text).unwrap();
+        }
+        /// Rewrites the policy with a length that differs from the current one, so the change
+        /// shows even when the file system's mtime granularity hides it.
+        fn rewrite_policy(&self, text: &str) {
+            let old_len = std::fs::metadata(self.policy()).unwrap().len();
+            let mut text = text.to_string();
+            while text.len() as u64 == old_len {
+                text.push_str("# padding\n");
+            }
+            self.write_policy(&text);
+        }
+        async fn load(&self) -> Acl {
+            Acl::load(None, &self.policy()).await.unwrap()
+        }
+    }
+
+    use Action::{Admin, Consume, Produce};
+
+    #[tokio::test]
+    async fn matrix_of_actions_exact_and_wildcard_topics() {
+        let files = Files::new(POLICY);
+        let acl = files.load().await;
+        // (subject, action, topic, allowed)
+        let cases = [
+            // Exact topic.
+            ("alice", Produce, "orders", true),
+            ("alice", Consume, "orders", false),
+            ("alice", Admin, "orders", false),
+            ("alice", Produce, "orders.eu", false),
+            ("alice", Produce, "orders2", false),
+            ("analytics", Produce, "orders", false),
+            // Wildcard topic: orders.* covers orders.eu, not orders itself.
+            ("analytics", Consume, "orders.eu", true),
+            ("analytics", Consume, "orders.eu.paris", true),
+            ("analytics", Consume, "orders", false),
+            ("analytics", Consume, "ordersx", false),
+            ("analytics", Produce, "orders.eu", false),
+            ("analytics", Admin, "orders.eu", false),
+            ("alice", Consume, "orders.eu", false),
+            // Admin on a wildcard.
+            ("ops", Admin, "audit.2024", true),
+            ("ops", Produce, "audit.2024", false),
+            ("ops", Consume, "audit.2024", false),
+            ("ops", Admin, "orders", false),
+            ("alice", Admin, "audit.2024", false),
+            // Topic * and action *.
+            ("admin", Produce, "anything", true),
+            ("admin", Consume, "orders.eu", true),
+            ("admin", Admin, "x", true),
+            // Non-ASCII topics are denied, not a panic inside keyMatch.
+            ("admin", Consume, "orders€", false),
+            ("analytics", Consume, "orders.€uro", false),
+        ];
+        for (subject, action, topic, allowed) in cases {
+            assert_eq!(
+                acl.allows(subject, action, topic),
+                allowed,
+                "{subject} {action} {topic}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_subjects_are_denied_and_star_subject_is_anyone() {
+        let files = Files::new(POLICY);
+        let acl = files.load().await;
+        for action in [Produce, Consume, Admin] {
+            assert!(!acl.allows("mallory", action, "orders"), "{action}");
+            assert!(!acl.allows("", action, "orders"), "{action}");
+            // A role name used as a topic or an action is not a grant.
+            assert!(!acl.allows("mallory", action, "logs.app"), "{action}");
+        }
+        // p, *, public, consume: anyone, and only that.
+        assert!(acl.allows("mallory", Consume, "public"));
+        assert!(acl.allows("node:n1", Consume, "public"));
+        assert!(!acl.allows("mallory", Produce, "public"));
+        assert!(!acl.allows("mallory", Consume, "public.x"));
+        // The subject "*" is not a wildcard when it asks: it gets only what "*" rules grant.
+        assert!(!acl.allows("*", Produce, "orders"));
+        assert!(acl.allows("*", Consume, "public"));
+        let denied = acl.check("mallory", Produce, "orders").unwrap_err();
+        assert_eq!(
+            denied,
+            AclDenied {
+                subject: "mallory".to_string(),
+                action: Produce,
+                topic: "orders".to_string(),
+            }
+        );
+        let message = denied.to_string();
+        assert!(
+            message.contains("\"mallory\"")
+                && message.contains("produce")
+                && message.contains("\"orders\""),
+            "{message}"
+        );
+        acl.check("alice", Produce, "orders").unwrap();
+    }
+
+    #[tokio::test]
+    async fn empty_policy_denies_everything() {
+        let files = Files::new("# nothing allowed\n");
+        let acl = files.load().await;
+        assert_eq!(acl.rule_count(), 0);
+        for action in [Produce, Consume, Admin] {
+            assert!(!acl.allows("alice", action, "orders"));
+        }
+    }
+
+    #[tokio::test]
+    async fn roles_via_g_and_comments_skipped() {
+        let files = Files::new(POLICY);
+        let acl = files.load().await;
+        // 6 p rules + 2 g rules; the comments are not rules.
+        assert_eq!(acl.rule_count(), 8);
+        assert!(acl.allows("bob", Consume, "logs.app"));
+        assert!(!acl.allows("bob", Produce, "logs.app"));
+        assert!(!acl.allows("bob", Consume, "orders"));
+        // Roles nest: carol -> bob -> readers.
+        assert!(acl.allows("carol", Consume, "logs.app"));
+        // The role's own name matches its rules too (g() is true for equal names).
+        assert!(acl.allows("readers", Consume, "logs.app"));
+        // Grouping goes one way.
+        assert!(!acl.allows("readers", Produce, "orders"));
+    }
+
+    #[tokio::test]
+    async fn shipped_model_and_example_policy_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let acl = Acl::load(
+            Some(&root.join("acl_model.conf")),
+            &root.join("acl_policy.csv"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(acl.rule_count(), 5);
+        assert!(acl.allows("alice", Produce, "orders"));
+        assert!(acl.allows("analytics", Consume, "orders.eu"));
+        assert!(acl.allows("admin", Admin, "anything"));
+        assert!(acl.allows("bob", Consume, "logs.app"));
+        assert!(!acl.allows("bob", Consume, "orders"));
+    }
+
+    #[tokio::test]
+    async fn reload_picks_up_a_changed_policy() {
+        let files = Files::new(POLICY);
+        let acl = files.load().await;
+        assert!(!acl.reload_if_changed().await.unwrap(), "nothing changed");
+        assert!(!acl.allows("dave", Produce, "orders"));
+
+        files.rewrite_policy("p, dave, orders, produce\n");
+        assert!(acl.reload_if_changed().await.unwrap());
+        assert!(acl.allows("dave", Produce, "orders"));
+        assert!(
+            !acl.allows("alice", Produce, "orders"),
+            "old rules are gone"
+        );
+        assert_eq!(acl.rule_count(), 1);
+        assert!(!acl.reload_if_changed().await.unwrap(), "already current");
+    }
+
+    #[tokio::test]
+    async fn broken_policy_on_reload_keeps_the_old_rules() {
+        let files = Files::new(POLICY);
+        let acl = files.load().await;
+        for (broken, expect) in [
+            ("p, alice, orders\n", "takes 3 fields"),
+            ("p, alice, orders, produce, extra\n", "takes 3 fields"),
+            ("q, alice, orders, produce\n", "unknown rule type"),
+            ("g, bob\n", "takes 2 fields"),
+            ("p, alice, , produce\n", "empty field"),
+            ("p, \"alice, bob\", orders, produce\n", "quotes"),
+        ] {
+            files.rewrite_policy(&format!("p, dave, orders, produce\n{broken}"));
+            let err = acl.reload_if_changed().await.unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, AclError::PolicyLine { line: 2, .. }),
+                "{broken:?}: {message}"
+            );
+            assert!(message.contains(expect), "{broken:?}: {message}");
+            assert!(message.contains("policy.csv"), "{message}");
+            assert!(
+                acl.allows("alice", Produce, "orders"),
+                "{broken:?}: old rules kept"
+            );
+            assert!(
+                !acl.allows("dave", Produce, "orders"),
+                "{broken:?}: new rules not used"
+            );
+        }
+        // A missing file too.
+        std::fs::remove_file(files.policy()).unwrap();
+        let err = acl.reload_if_changed().await.unwrap_err();
+        assert!(
+            matches!(err, AclError::Read { what: "policy", .. }),
+            "{err}"
+        );
+        assert!(acl.allows("alice", Produce, "orders"));
+        // Fixed: the next check loads it.
+        files.write_policy("p, dave, orders, produce\n");
+        assert!(acl.reload_if_changed().await.unwrap());
+        assert!(acl.allows("dave", Produce, "orders"));
+    }
+
+    #[tokio::test]
+    async fn broken_model_on_reload_keeps_the_old_rules() {
+        let files = Files::new(POLICY);
+        std::fs::write(files.model(), DEFAULT_MODEL).unwrap();
+        let acl = Acl::load(Some(&files.model()), &files.policy())
+            .await
+            .unwrap();
+        assert!(acl.allows("alice", Produce, "orders"));
+        let broken_models = [
+            "this is not a model\n".to_string(),
+            // An unknown function in the matcher: fails on evaluation only.
+            DEFAULT_MODEL.replace("keyMatch(", "noSuchMatch("),
+            // A matcher that does not parse.
+            DEFAULT_MODEL.replace("keyMatch(r.obj, p.obj)", "keyMatch(r.obj, p.obj"),
+            // Requests of another shape.
+            DEFAULT_MODEL.replace("r = sub, obj, act", "r = sub, obj"),
+            // No matcher at all.
+            DEFAULT_MODEL
+                .replace("[matchers]", "")
+                .replace("m = ", "x = "),
+        ];
+        for broken in broken_models {
+            std::fs::write(
+                files.model(),
+                format!("{broken}\n# {}\n", "x".repeat(broken.len() % 7)),
+            )
+            .unwrap();
+            let err = acl.reload_if_changed().await.unwrap_err();
+            assert!(matches!(err, AclError::Model { .. }), "{broken}: {err}");
+            assert!(err.to_string().contains("model.conf"), "{err}");
+            assert!(
+                acl.allows("alice", Produce, "orders"),
+                "{broken}: old rules kept"
+            );
+        }
+        assert!(
+            Acl::load(Some(&files.model()), &files.policy())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn load_errors_name_the_file() {
+        let files = Files::new("p, alice, orders, produce\nwhat is this\n");
+        let err = Acl::load(None, &files.policy()).await.unwrap_err();
+        assert!(matches!(err, AclError::PolicyLine { line: 2, .. }), "{err}");
+        let missing = files.dir.path().join("missing.csv");
+        let err = Acl::load(None, &missing).await.unwrap_err();
+        assert!(err.to_string().contains("missing.csv"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reloader_applies_changes_and_ends_with_the_acl() {
+        let files = Files::new(POLICY);
+        let acl = Arc::new(files.load().await);
+        let reloader = acl.spawn_reloader(Duration::from_millis(10));
+        files.rewrite_policy("p, dave, orders, produce\n");
+        // Bounded wait for the reload (not a timing assertion: the bound only stops a hang).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !acl.allows("dave", Produce, "orders") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reloader never reloaded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(acl);
+        tokio::time::timeout(Duration::from_secs(10), reloader)
+            .await
+            .expect("the reloader outlived its Acl")
+            .unwrap();
+    }
 }

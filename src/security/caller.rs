@@ -12,8 +12,7 @@ pub struct Caller {
     pub peer: Option<SocketAddr>,
 }
 
-/// Common Name prefix of node certificates (`logbook certs issue --server` writes it).
-pub const NODE_PREFIX: &str = "node:";
+pub use super::certs::NODE_PREFIX;
 
 /// Subject name used in logs and ACL checks for a caller without a certificate.
 pub const ANONYMOUS: &str = "anonymous";

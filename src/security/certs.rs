@@ -356,14 +356,14 @@ pub enum CertsCommand {
         #[arg(long, requires = "name")]
         server: bool,
         /// The node's name (with --server).
-        #[arg(long, value_name = "NAME", requires = "server")]
+        #[arg(long, value_name = "NAME", conflicts_with = "client")]
         name: Option<String>,
         /// DNS names of the node, comma separated (with --server).
         #[arg(
             long,
             value_name = "NAME,...",
             value_delimiter = ',',
-            requires = "server"
+            conflicts_with = "client"
         )]
         dns: Vec<String>,
         /// IP addresses of the node, comma separated (with --server).
@@ -371,7 +371,7 @@ pub enum CertsCommand {
             long,
             value_name = "IP,...",
             value_delimiter = ',',
-            requires = "server"
+            conflicts_with = "client"
         )]
         ip: Vec<IpAddr>,
         /// Issue a client certificate with this name (CN NAME, clientAuth).
@@ -657,5 +657,496 @@ fn create_temp(
             Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    use clap::Parser;
+    use rustls::RootCertStore;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use x509_parser::extensions::GeneralName;
+
+    use super::*;
+
+    /// The DER of the (single) certificate in a PEM file.
+    fn der_of(path: &Path) -> Vec<u8> {
+        let pem = std::fs::read(path).unwrap();
+        let (rest, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        assert!(
+            x509_parser::pem::parse_x509_pem(rest).is_err(),
+            "{} holds more than one certificate",
+            path.display()
+        );
+        assert_eq!(pem.label, "CERTIFICATE");
+        pem.contents
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn server(name: &str) -> CertKind {
+        CertKind::Server {
+            name: name.to_string(),
+            dns: vec!["n1.example".to_string(), "localhost".to_string()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        }
+    }
+
+    fn client(name: &str) -> CertKind {
+        CertKind::Client {
+            name: name.to_string(),
+        }
+    }
+
+    fn roots(ca_der: &[u8]) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
+        Arc::new(roots)
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    fn verify_as_client(ca_der: &[u8], leaf_der: &[u8]) -> Result<(), rustls::Error> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der), provider())
+            .build()
+            .unwrap();
+        verifier
+            .verify_client_cert(
+                &CertificateDer::from(leaf_der.to_vec()),
+                &[],
+                UnixTime::now(),
+            )
+            .map(|_| ())
+    }
+
+    fn verify_as_server(ca_der: &[u8], leaf_der: &[u8], name: &str) -> Result<(), rustls::Error> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_der), provider())
+            .build()
+            .unwrap();
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from(leaf_der.to_vec()),
+                &[],
+                &ServerName::try_from(name.to_string()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .map(|_| ())
+    }
+
+    #[test]
+    fn init_and_issue_write_pem_files_with_key_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let ca = init_ca(&certs, "test CA", Validity::days(10), false).unwrap();
+        assert_eq!(ca.cert_path, certs.join("ca.pem"));
+        assert_eq!(ca.key_path, certs.join("ca-key.pem"));
+        let node = issue(&certs, &server("n1"), Validity::days(10), false).unwrap();
+        assert_eq!(node.cert_path, certs.join("n1.pem"));
+        assert_eq!(node.key_path, certs.join("n1-key.pem"));
+        let alice = issue(&certs, &client("alice"), Validity::days(10), false).unwrap();
+        for issued in [&ca, &node, &alice] {
+            assert_eq!(
+                mode_of(&issued.key_path),
+                0o600,
+                "{}",
+                issued.key_path.display()
+            );
+            // The umask may narrow 0644, never widen it.
+            assert_eq!(
+                mode_of(&issued.cert_path) & !0o644,
+                0,
+                "{}",
+                issued.cert_path.display()
+            );
+            let key = std::fs::read_to_string(&issued.key_path).unwrap();
+            assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+            der_of(&issued.cert_path);
+        }
+        // No temporary file is left behind.
+        let mut names: Vec<String> = std::fs::read_dir(&certs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "alice-key.pem",
+                "alice.pem",
+                "ca-key.pem",
+                "ca.pem",
+                "n1-key.pem",
+                "n1.pem"
+            ]
+        );
+    }
+
+    #[test]
+    fn ca_is_a_p256_ca_that_signs_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let der = der_of(&ca.cert_path);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(cert.is_ca());
+        assert_eq!(subject_of(&der).unwrap(), "test CA");
+        let usage = cert.key_usage().unwrap().unwrap().value;
+        assert!(usage.key_cert_sign() && usage.crl_sign());
+        assert_eq!(
+            cert.public_key()
+                .algorithm
+                .parameters
+                .as_ref()
+                .unwrap()
+                .as_oid()
+                .unwrap(),
+            x509_parser::oid_registry::OID_EC_P256
+        );
+    }
+
+    #[test]
+    fn node_certificate_names_the_node_and_serves_and_authenticates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let node = issue(dir.path(), &server("n1"), Validity::days(10), false).unwrap();
+        let ca_der = der_of(&ca.cert_path);
+        let der = der_of(&node.cert_path);
+        assert_eq!(subject_of(&der).unwrap(), "node:n1");
+
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(!cert.is_ca());
+        let sans = &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert!(sans.contains(&GeneralName::DNSName("n1.example")));
+        assert!(sans.contains(&GeneralName::DNSName("localhost")));
+        assert!(sans.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
+        assert!(sans.contains(&GeneralName::IPAddress(
+            &std::net::Ipv6Addr::LOCALHOST.octets()
+        )));
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        assert!(cert.key_usage().unwrap().unwrap().value.digital_signature());
+
+        verify_as_server(&ca_der, &der, "n1.example").unwrap();
+        verify_as_server(&ca_der, &der, "127.0.0.1").unwrap();
+        verify_as_client(&ca_der, &der).unwrap();
+        assert!(verify_as_server(&ca_der, &der, "other.example").is_err());
+    }
+
+    #[test]
+    fn client_certificate_authenticates_but_cannot_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let alice = issue(
+            dir.path(),
+            &client("alice@example.com"),
+            Validity::days(10),
+            false,
+        )
+        .unwrap();
+        let ca_der = der_of(&ca.cert_path);
+        let der = der_of(&alice.cert_path);
+        assert_eq!(subject_of(&der).unwrap(), "alice@example.com");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        verify_as_client(&ca_der, &der).unwrap();
+        assert!(verify_as_server(&ca_der, &der, "alice.example").is_err());
+    }
+
+    #[test]
+    fn a_leaf_of_another_ca_does_not_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        let ca_one = init_ca(&one, "one", Validity::days(10), false).unwrap();
+        init_ca(&two, "two", Validity::days(10), false).unwrap();
+        let leaf = issue(&two, &client("alice"), Validity::days(10), false).unwrap();
+        assert!(verify_as_client(&der_of(&ca_one.cert_path), &der_of(&leaf.cert_path)).is_err());
+    }
+
+    #[test]
+    fn refuses_to_overwrite_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let ca_pem = std::fs::read(&ca.cert_path).unwrap();
+        let err = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap_err();
+        assert!(
+            matches!(&err, CertError::Exists { path } if path == &ca.key_path),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ca-key.pem"), "{err}");
+        assert_eq!(std::fs::read(&ca.cert_path).unwrap(), ca_pem);
+
+        let first = issue(dir.path(), &client("alice"), Validity::days(10), false).unwrap();
+        let first_pem = std::fs::read(&first.cert_path).unwrap();
+        let err = issue(dir.path(), &client("alice"), Validity::days(10), false).unwrap_err();
+        assert!(err.to_string().contains("alice-key.pem"), "{err}");
+        assert_eq!(std::fs::read(&first.cert_path).unwrap(), first_pem);
+
+        // Only the certificate left: still refused, naming it, and no key is written.
+        std::fs::remove_file(&first.key_path).unwrap();
+        let err = issue(dir.path(), &client("alice"), Validity::days(10), false).unwrap_err();
+        assert!(
+            matches!(&err, CertError::Exists { path } if path == &first.cert_path),
+            "{err}"
+        );
+        assert!(!first.key_path.exists());
+
+        let second = issue(dir.path(), &client("alice"), Validity::days(10), true).unwrap();
+        assert_ne!(std::fs::read(&second.cert_path).unwrap(), first_pem);
+        assert_eq!(mode_of(&second.key_path), 0o600);
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        for name in [
+            "",
+            "node:alice",
+            "../alice",
+            "a/b",
+            "al ice",
+            "alice\n",
+            "tab\there",
+            "ali*ce",
+            "élise",
+            "ca",
+            "ca-key",
+            "..",
+            &"x".repeat(60),
+        ] {
+            let err = issue(dir.path(), &client(name), Validity::days(10), false).unwrap_err();
+            assert!(
+                matches!(err, CertError::InvalidName { .. }),
+                "{name:?}: {err}"
+            );
+        }
+        let err = issue(dir.path(), &server("a/b"), Validity::days(10), false).unwrap_err();
+        assert!(matches!(err, CertError::InvalidName { .. }), "{err}");
+        // Nothing but the CA was written.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        for name in [
+            "alice",
+            "Bob_2",
+            "svc.orders-writer",
+            "carol@example.com",
+            &"x".repeat(59),
+        ] {
+            issue(dir.path(), &client(name), Validity::days(10), false)
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn node_certificate_needs_a_subject_alt_name() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let kind = CertKind::Server {
+            name: "n1".to_string(),
+            dns: vec![],
+            ips: vec![],
+        };
+        let err = issue(dir.path(), &kind, Validity::days(10), false).unwrap_err();
+        assert!(matches!(err, CertError::NoSubjectAltNames { .. }), "{err}");
+        let kind = CertKind::Server {
+            name: "n1".to_string(),
+            dns: vec!["a.example".to_string(), String::new()],
+            ips: vec![],
+        };
+        let err = issue(dir.path(), &kind, Validity::days(10), false).unwrap_err();
+        assert!(matches!(err, CertError::InvalidDnsName { .. }), "{err}");
+    }
+
+    #[test]
+    fn issue_without_a_ca_says_to_run_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = issue(dir.path(), &client("alice"), Validity::days(10), false).unwrap_err();
+        assert!(matches!(err, CertError::CaMissing { .. }), "{err}");
+        assert!(
+            err.to_string().contains("run `logbook certs init` first"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        assert!(!dir.path().join("alice-key.pem").exists());
+    }
+
+    #[test]
+    fn issue_refuses_a_ca_key_that_does_not_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        init_ca(&one, "one", Validity::days(10), false).unwrap();
+        init_ca(&two, "two", Validity::days(10), false).unwrap();
+        std::fs::copy(two.join("ca-key.pem"), one.join("ca-key.pem")).unwrap();
+        let err = issue(&one, &client("alice"), Validity::days(10), false).unwrap_err();
+        assert!(
+            matches!(&err, CertError::InvalidCa { path, .. } if path == &one.join("ca-key.pem")),
+            "{err}"
+        );
+        // A leaf is not an authority.
+        issue(&two, &client("alice"), Validity::days(10), false).unwrap();
+        std::fs::copy(two.join("alice.pem"), two.join("ca.pem")).unwrap();
+        std::fs::copy(two.join("alice-key.pem"), two.join("ca-key.pem")).unwrap();
+        let err = issue(&two, &client("bob"), Validity::days(10), false).unwrap_err();
+        assert!(err.to_string().contains("not a CA"), "{err}");
+    }
+
+    #[test]
+    fn expired_validity_makes_an_expired_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "test CA", Validity::days(10), false).unwrap();
+        let now = SystemTime::now();
+        let validity = Validity {
+            not_before: now - Duration::from_secs(3 * 86_400),
+            not_after: now - Duration::from_secs(86_400),
+        };
+        let old = issue(dir.path(), &client("old"), validity, false).unwrap();
+        let der = der_of(&old.cert_path);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let now_secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!(cert.validity().not_after.timestamp() < now_secs);
+        assert_eq!(cert.validity().not_after.timestamp(), now_secs - 86_400);
+        let err = verify_as_client(&der_of(&ca.cert_path), &der).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+                    | rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ExpiredContext { .. }
+                    )
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn validity_days_spans_from_an_hour_ago() {
+        let before = SystemTime::now();
+        let v = Validity::days(2);
+        let after = SystemTime::now();
+        assert!(v.not_before >= before - Duration::from_secs(3600));
+        assert!(v.not_before <= after - Duration::from_secs(3600));
+        assert!(v.not_after >= before + Duration::from_secs(2 * 86_400));
+        assert!(v.not_after <= after + Duration::from_secs(2 * 86_400));
+        let empty = Validity {
+            not_before: before,
+            not_after: before,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = init_ca(dir.path(), "test CA", empty, false).unwrap_err();
+        assert!(matches!(err, CertError::InvalidValidity { .. }), "{err}");
+    }
+
+    #[test]
+    fn subject_of_rejects_garbage() {
+        assert!(matches!(
+            subject_of(b"not a certificate"),
+            Err(CertError::Parse { .. })
+        ));
+    }
+
+    /// The command line as `logbook certs ...` parses it.
+    #[derive(Debug, clap::Parser)]
+    struct Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<CertsCommand, clap::Error> {
+        Certs::try_parse_from(std::iter::once("certs").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn command_line_needs_exactly_one_of_server_and_client() {
+        let issue = parse(&[
+            "issue",
+            "--server",
+            "--name",
+            "n1",
+            "--dns",
+            "a,b",
+            "--ip",
+            "127.0.0.1,::1",
+        ])
+        .unwrap();
+        match issue {
+            CertsCommand::Issue {
+                server: true,
+                name: Some(name),
+                dns,
+                ip,
+                client: None,
+                days: 825,
+                ..
+            } => {
+                assert_eq!(name, "n1");
+                assert_eq!(dns, ["a", "b"]);
+                assert_eq!(ip.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["issue", "--client", "alice"]).unwrap(),
+            CertsCommand::Issue {
+                server: false,
+                client: Some(_),
+                ..
+            }
+        ));
+        for bad in [
+            &["issue"][..],
+            &["issue", "--server"],
+            &["issue", "--server", "--name", "n1", "--client", "alice"],
+            &["issue", "--client", "alice", "--name", "n1"],
+            &["issue", "--client", "alice", "--dns", "a"],
+            &["issue", "--client", "alice", "--ip", "127.0.0.1"],
+            &["issue", "--name", "n1", "--dns", "a"],
+            &["issue", "--server", "--name", "n1", "--ip", "not-an-ip"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(matches!(
+            parse(&["init"]).unwrap(),
+            CertsCommand::Init { days: 3650, force: false, ref name, ref dir } if name == "logbook CA" && dir == Path::new("certs")
+        ));
+    }
+
+    #[test]
+    fn run_writes_the_files_it_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        run(parse(&["init", "--dir", d, "--days", "30"]).unwrap()).unwrap();
+        run(parse(&[
+            "issue", "--dir", d, "--server", "--name", "n1", "--ip", "10.0.0.1",
+        ])
+        .unwrap())
+        .unwrap();
+        run(parse(&["issue", "--dir", d, "--client", "alice"]).unwrap()).unwrap();
+        assert_eq!(
+            subject_of(&der_of(&dir.path().join("n1.pem"))).unwrap(),
+            "node:n1"
+        );
+        assert_eq!(
+            subject_of(&der_of(&dir.path().join("alice.pem"))).unwrap(),
+            "alice"
+        );
     }
 }
