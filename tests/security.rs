@@ -485,6 +485,38 @@ async fn acl_matrix_allows_and_denies_by_subject_action_and_topic_and_reloads() 
         as_subject(&addr, &who("eve"), "produce", "orders").await,
         Err((Code::PermissionDenied, _))
     ));
+
+    // A following consumer whose right is revoked is cut off after the reload.
+    let mut follower = alice
+        .consume_stream("orders", 0, logbook::client::Start::Earliest, 1 << 20)
+        .await
+        .unwrap();
+    assert!(follower.next().await.unwrap().is_ok(), "allowed at first");
+    std::fs::write(&policy, "p, alice, orders, produce\np, ops, *, admin\n").unwrap();
+    let producer = {
+        let (addr, tls) = (addr.clone(), who("alice"));
+        tokio::spawn(async move {
+            let mut c = Client::connect_with(&addr, Some(&tls)).await.unwrap();
+            for _ in 0..150 {
+                let _ = c.produce("orders", Some(0), &[record("more")]).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match follower.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the revoked consumer's stream never ended");
+    producer.abort();
+    let e = ended.expect("the stream ends with an error, not silently");
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,4 +605,100 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossi
     // Gossip was encrypted with the key from the file.
     let log = cluster.nodes[0].as_ref().unwrap().log();
     assert!(log.contains("encrypted=true"), "{log}");
+
+    // A CA rotation without restarts: trust both CAs, move the node certificate to the new CA,
+    // then drop the old CA. Nodes reconnect to each other with the new certificate each time,
+    // so replication goes on; afterwards only the new CA's clients get in.
+    let next = root.path().join("next");
+    authority(&next, &["app"]);
+    let admin: Vec<String> = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| n.admin_addr.clone())
+        .collect();
+    let replace = |to: &Path, content: Vec<u8>| {
+        let tmp = to.with_extension("tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    };
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
+    let mut both = read(pem(&ca, "ca"));
+    both.extend(read(pem(&next, "ca")));
+    let steps: Vec<Vec<(PathBuf, Vec<u8>)>> = vec![
+        vec![(pem(&ca, "ca"), both)],
+        vec![
+            (key(&ca, "n1"), read(key(&next, "n1"))),
+            (pem(&ca, "n1"), read(pem(&next, "n1"))),
+        ],
+        vec![(pem(&ca, "ca"), read(pem(&next, "ca")))],
+    ];
+    for (done, step) in steps.into_iter().enumerate() {
+        for (path, content) in step {
+            replace(&path, content);
+        }
+        // Every node reloaded (once per step at least).
+        for a in &admin {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, text) = http_get(a, "/metrics");
+                let reloads = metric(&text, "logbook_tls_reloads_total").unwrap_or(0.0);
+                if reloads >= (done + 1) as f64 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{a} did not reload step {done}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let rotated = tls_as(&next, &next, "app");
+    let client = logbook::client::ClusterClient::connect_with(
+        &addrs,
+        logbook::client::ReadFrom::Replicas,
+        Some(rotated.clone()),
+    )
+    .await
+    .unwrap();
+    let mut all = values.clone();
+    for i in 20..30 {
+        let v = format!("v{i}");
+        client
+            .produce("replicated", Some(0), &[record(&v)])
+            .await
+            .unwrap();
+        all.push(v);
+    }
+    for addr in &addrs {
+        let mut node = Client::connect_with(addr, Some(&rotated)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got: Vec<String> = node
+                .consume("replicated", 0, 0, 1 << 20, Duration::ZERO)
+                .await
+                .map(|f| {
+                    f.records
+                        .iter()
+                        .map(|r| {
+                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                                .into_owned()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if got == all {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after rotation {addr} holds {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (code, text) = failure(
+        create_topic(&addrs[0], Some(&tls_as(&next, &ca, "app")), "old-ca")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Some(Code::Unauthenticated), "{text}");
 }

@@ -156,7 +156,10 @@ pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
             });
         let mut last = None;
         loop {
-            let leader = metrics.borrow_and_update().current_leader;
+            let leader = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.map(|l| (m.current_term, l))
+            };
             if leader.is_some() && leader != last {
                 changes.inc();
                 last = leader;
@@ -540,7 +543,11 @@ fn spawn_leader_reports(b: &Arc<Broker>, partition: Arc<Partition>) {
         loop {
             let (leads, leader) = {
                 let m = metrics.borrow_and_update();
-                (m.state == ServerState::Leader, m.current_leader)
+                // A leader is a (term, node): the same node elected again is a change too.
+                (
+                    m.state == ServerState::Leader,
+                    m.current_leader.map(|l| (m.current_term, l)),
+                )
             };
             if leader.is_some() && leader != last_leader {
                 leader_changes.inc();

@@ -79,9 +79,9 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
 /// (the request may have been committed; resending it could duplicate it).
 fn retryable(e: &ClientError, idempotent: bool) -> bool {
     match e {
-        // A TLS refusal (untrusted or expired certificate) will not go away by retrying.
+        // A TLS refusal (the broker's certificate is not trusted) will not go away by
+        // retrying. (Refused client certificates come back as UNAUTHENTICATED, never retried.)
         ClientError::Connect { reason, .. } => !tls_refusal(reason),
-        ClientError::Status(s) if tls_refusal(s.message()) => false,
         ClientError::Status(s) if idempotent => matches!(
             s.code(),
             Code::Unavailable
@@ -102,7 +102,9 @@ fn retryable(e: &ClientError, idempotent: bool) -> bool {
     }
 }
 
-/// Whether an error text is a TLS refusal (an alert or a certificate the other side rejects).
+/// Whether a connection failure's text is a TLS refusal (an alert, or a certificate the
+/// client does not accept). Only transport errors are matched, never a broker's status
+/// message (which may name a topic like `alerts`).
 fn tls_refusal(text: &str) -> bool {
     text.contains("alert") || text.contains("certificate") || text.contains("Certificate")
 }

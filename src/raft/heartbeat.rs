@@ -44,6 +44,12 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
+    /// Drops every peer's batcher (each ends once its queue drains); the next heartbeat to a
+    /// peer starts a new one on the channel it is given.
+    pub fn reset(&self) {
+        self.peers.lock().clear();
+    }
+
     /// Sends `request` (an AppendEntries without entries) to the peer at `addr` over `channel`
     /// in the next batch for that peer; resolves with that group's answer, or fails by
     /// `timeout`.

@@ -457,6 +457,10 @@ pub(crate) fn append_outcome(
 pub struct Channels {
     /// TLS to peers (`None`: plaintext).
     tls: Option<crate::security::tls::ClientTls>,
+    /// The TLS generation the cached channels were made under: after a certificate reload
+    /// they are replaced, so peers see the new certificate (an old one may have expired or
+    /// been signed by a CA that is no longer trusted).
+    tls_generation: std::sync::atomic::AtomicU64,
     channels: RwLock<HashMap<String, Channel>>,
     addresses: RwLock<HashMap<NodeId, String>>,
     /// Heartbeats gathered per peer address.
@@ -492,6 +496,15 @@ impl Channels {
 
     /// The channel to `addr` (connected lazily).
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        if let Some(tls) = &self.tls {
+            let generation = tls.generation();
+            let seen = std::sync::atomic::Ordering::AcqRel;
+            if self.tls_generation.swap(generation, seen) != generation {
+                tracing::info!("node certificate reloaded: reconnecting to peers");
+                self.channels.write().clear();
+                self.heartbeats.reset();
+            }
+        }
         if let Some(c) = self.channels.read().get(addr) {
             return Ok(c.clone());
         }

@@ -142,6 +142,8 @@ pub struct Acl {
     rules: RwLock<Rules>,
     /// Serializes reloads so two never interleave their reads and swaps.
     reloading: tokio::sync::Mutex<()>,
+    /// Reloads so far (decisions cached under an older generation are stale).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Acl {
@@ -163,6 +165,7 @@ impl Acl {
             policy_file: policy_file.to_path_buf(),
             rules: RwLock::new(rules),
             reloading: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -197,6 +200,11 @@ impl Acl {
         }
     }
 
+    /// Reloads so far: a decision remembered under an older generation must be checked again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Number of rules (`p` and `g` lines) in force.
     pub fn rule_count(&self) -> usize {
         self.rules.read().rule_count
@@ -212,6 +220,8 @@ impl Acl {
         }
         let rules = read_rules(self.model_file.as_deref(), &self.policy_file).await?;
         *self.rules.write() = rules;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(true)
     }
 

@@ -440,6 +440,9 @@ fn validate_name(name: &str) -> Result<(), CertError> {
     if name.starts_with(NODE_PREFIX) {
         return refuse("\"node:\" is reserved for node certificates (use --server --name NAME)");
     }
+    if name == crate::security::ANONYMOUS {
+        return refuse("\"anonymous\" is the name of callers without a certificate");
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')))

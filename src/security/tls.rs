@@ -401,6 +401,11 @@ impl ClientTls {
         })
     }
 
+    /// Reloads of the files so far (connections made before the last one use old certificates).
+    pub fn generation(&self) -> u64 {
+        self.config.current_with_generation().1
+    }
+
     /// Watches the files for rotation (for long-lived clients such as a node's peer channels).
     pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
         self.config.spawn_watcher()

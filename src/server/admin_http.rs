@@ -40,6 +40,9 @@ async fn route(
     }
     match request.uri().path() {
         "/metrics" => {
+            // One scrape at a time: a refresh clears and refills the state gauges.
+            static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+            let _one = SCRAPE.lock().await;
             if let Err(e) = broker.refresh_metrics().await {
                 tracing::warn!(error = %e, "metrics refresh failed; serving the last values");
             }

@@ -79,6 +79,11 @@ impl Api {
         })
     }
 
+    /// The ACL policy's generation (0 without ACLs).
+    fn acl_generation(&self) -> u64 {
+        self.acl.as_ref().map_or(0, |acl| acl.generation())
+    }
+
     /// Whether `caller` may see `topic` at all (any action on it).
     fn visible(&self, caller: &Caller, topic: &str) -> bool {
         match &self.acl {
@@ -424,8 +429,10 @@ impl ProduceService for Api {
         let api = self.clone();
         let mut shutdown = self.broker.shutdown_signal();
         tokio::spawn(async move {
-            // Topics this stream was allowed to produce to (checked once per topic).
+            // Topics this stream was allowed to produce to, under which ACL generation (checked
+            // again after a policy reload).
             let mut allowed: Vec<String> = Vec::new();
+            let mut allowed_under = api.acl_generation();
             let mut pending = FuturesOrdered::new();
             let mut inbound_open = true;
             let mut cut_short = false;
@@ -450,6 +457,10 @@ impl ProduceService for Api {
                             Ok(Some(request)) => {
                                 // Queued here, one after another, so the stream's records keep
                                 // their order in the log; acknowledgements are awaited together.
+                                if api.acl_generation() != allowed_under {
+                                    allowed.clear();
+                                    allowed_under = api.acl_generation();
+                                }
                                 let permitted = if allowed.contains(&request.topic) {
                                     Ok(())
                                 } else {
@@ -522,11 +533,8 @@ impl ConsumeService for Api {
         request: Request<pb::ConsumeStreamRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         note_topic(&request.get_ref().topic, Some(request.get_ref().partition));
-        self.authorize(
-            &caller_of(&request),
-            Action::Consume,
-            &request.get_ref().topic,
-        )?;
+        let stream_caller = caller_of(&request);
+        self.authorize(&stream_caller, Action::Consume, &request.get_ref().topic)?;
         let r = request.into_inner();
         let partition = self
             .broker
@@ -542,6 +550,9 @@ impl ConsumeService for Api {
             _ => partition.log().log_start_offset(),
         };
         let (budget, raw) = (read_budget(r.max_bytes), r.record_batches);
+        // Checked again whenever the ACL policy is reloaded (a revoked consumer stops).
+        let (api, caller) = (self.clone(), stream_caller);
+        let mut checked_under = api.acl_generation();
         // Fail fast on a bad offset, before the stream starts.
         let first = read(&partition, start, budget).await.map_err(to_status)?;
         let (tx, rx) = mpsc::channel(4);
@@ -594,6 +605,13 @@ impl ConsumeService for Api {
                     // A gap up to the high watermark: continue from where the read says.
                     next = next.max(consumed.next_offset);
                     continue;
+                }
+                if api.acl_generation() != checked_under {
+                    checked_under = api.acl_generation();
+                    if let Err(status) = api.authorize(&caller, Action::Consume, &topic) {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                 }
                 let from = next;
                 next = consumed.next_offset;

@@ -18,6 +18,9 @@ use crate::telemetry::{ReasonLabels, metrics};
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Connections handed to the server but not yet taken.
 const BACKLOG: usize = 128;
+/// Most handshakes (or plaintext refusals) in progress; connections beyond are closed at once,
+/// so a flood of slow clients cannot use up file descriptors and starve peers.
+const MAX_PENDING_HANDSHAKES: usize = 512;
 
 /// Why a TLS connection was dropped before it could carry a request.
 #[derive(Debug)]
@@ -100,6 +103,7 @@ pub fn tls_incoming(
     tls: Arc<Reloading<ServerTls>>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(BACKLOG);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -115,11 +119,16 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                refused(peer, "overload", "too many TLS handshakes in progress");
+                continue;
+            };
             // Without it, Nagle's algorithm and delayed ACKs add ~40 ms stalls.
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().config.clone());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

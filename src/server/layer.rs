@@ -29,15 +29,39 @@ use crate::telemetry::{ReasonLabels, RequestLabels, metrics};
 
 /// Path prefix of the Raft service (peers only).
 const RAFT_SERVICE: &str = "/logbook.v1.RaftService/";
-/// Path prefix of gRPC health checking (open to probes without certificates).
-const HEALTH_SERVICE: &str = "/grpc.health.v1.Health/";
+/// gRPC health check, open to probes without certificates (`Watch` is not: it holds a stream).
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+/// Leaf certificates larger than this are verified on every request rather than cached.
+const VERDICT_MAX_CERT_BYTES: usize = 8 << 10;
+/// Method names used as metric labels; anything else is `other` (clients choose paths, and
+/// each label set is a series kept for the life of the process).
+const KNOWN_METHODS: &[&str] = &[
+    "TopicService/CreateTopic",
+    "TopicService/DeleteTopic",
+    "TopicService/ListTopics",
+    "TopicService/DescribeTopic",
+    "TopicService/CreateSnapshot",
+    "ProduceService/Produce",
+    "ProduceService/ProduceStream",
+    "ConsumeService/Consume",
+    "ConsumeService/ConsumeStream",
+    "MetadataService/GetMetadata",
+    "RaftService/AppendEntries",
+    "RaftService/Vote",
+    "RaftService/InstallSnapshot",
+    "RaftService/AppendEntriesBatch",
+    "RaftService/ProposeMeta",
+    "Health/Check",
+    "Health/Watch",
+    "ServerReflection/ServerReflectionInfo",
+];
 /// Longest `x-request-id` taken from a client.
 const MAX_REQUEST_ID: usize = 64;
 
 /// How long a certificate chain's verdict is reused (per leaf certificate).
 const VERDICT_TTL: Duration = Duration::from_secs(5);
-/// Most verdicts kept.
-const VERDICTS_MAX: usize = 10_000;
+/// Most verdicts kept (only successes are kept: they need a certificate our CA signed).
+const VERDICTS_MAX: usize = 1024;
 
 /// How callers are authenticated.
 #[derive(Debug, Clone, Default)]
@@ -77,14 +101,17 @@ impl Verdicts {
             return verdict.clone();
         }
         let verdict = current.verify_client(chain);
-        let mut entries = self.entries.lock();
-        if entries.len() >= VERDICTS_MAX {
-            entries.clear();
+        // Failures are not cached: anyone can make endless distinct bad certificates.
+        if verdict.is_ok() && leaf.as_ref().len() <= VERDICT_MAX_CERT_BYTES {
+            let mut entries = self.entries.lock();
+            if entries.len() >= VERDICTS_MAX {
+                entries.clear();
+            }
+            entries.insert(
+                leaf.as_ref().to_vec(),
+                (verdict.clone(), Instant::now(), generation),
+            );
         }
-        entries.insert(
-            leaf.as_ref().to_vec(),
-            (verdict.clone(), Instant::now(), generation),
-        );
         verdict
     }
 }
@@ -126,16 +153,22 @@ pub struct RequestService<S> {
     verdicts: Arc<Verdicts>,
 }
 
-/// `Service/Method` from a gRPC path (`/logbook.v1.ProduceService/Produce`).
-fn method_name(path: &str) -> String {
+/// `Service/Method` from a gRPC path (`/logbook.v1.ProduceService/Produce`), or `other` for
+/// a path that is none of ours.
+fn method_name(path: &str) -> &'static str {
     let path = path.trim_start_matches('/');
-    match path.split_once('/') {
+    let name = match path.split_once('/') {
         Some((service, method)) => {
             let service = service.rsplit('.').next().unwrap_or(service);
             format!("{service}/{method}")
         }
         None => path.to_string(),
-    }
+    };
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A client certificate chain (leaf first).
@@ -215,7 +248,7 @@ impl AuthPolicy {
         caller: &Caller,
         verdict: Option<&Result<(), String>>,
     ) -> Option<(Status, &'static str)> {
-        if self.tls.is_none() || path.starts_with(HEALTH_SERVICE) {
+        if self.tls.is_none() || path == HEALTH_CHECK {
             return None;
         }
         if let Some(Err(reason)) = verdict {
@@ -318,7 +351,7 @@ where
                 })
                 .inc();
             let code = status.code();
-            finish(&span, &method, code, started);
+            finish(&span, method, code, started);
             return Box::pin(async move { Ok(status.into_http()) });
         }
 
@@ -331,7 +364,7 @@ where
             let result = future.await;
             if let Ok(response) = &result {
                 let code = response_code(response);
-                finish(&span, &method, code, started);
+                finish(&span, method, code, started);
             }
             result
         })
@@ -371,6 +404,8 @@ mod tests {
             "ProduceService/Produce"
         );
         assert_eq!(method_name("/grpc.health.v1.Health/Check"), "Health/Check");
+        assert_eq!(method_name("/logbook.v1.ProduceService/Nope"), "other");
+        assert_eq!(method_name("/x/y"), "other");
     }
 
     #[test]
