@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::broker::{BrokerProcess, cli, logbook_bin};
+use common::broker::{BrokerProcess, cli, http_get, logbook_bin, metric};
 use logbook::client::{Client, ClientError};
 use logbook::proto::v1 as pb;
 use logbook::proto::v1::raft_service_client::RaftServiceClient;
@@ -127,31 +127,6 @@ fn wait_for_log(broker: &BrokerProcess, needle: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// GETs `path` from the admin port: (status code, body).
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the series `name{labels}` in a metrics text, if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,6 +494,35 @@ async fn acl_matrix_allows_and_denies_by_subject_action_and_topic_and_reloads() 
     assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
 }
 
+/// Waits (up to 30 s per node) until every node at `addrs` serves exactly `values` from
+/// partition 0 of `topic`.
+async fn every_node_holds(addrs: &[String], tls: &ClientTls, topic: &str, values: &[String]) {
+    for addr in addrs {
+        let mut node = Client::connect_with(addr, Some(tls)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got: Vec<String> = node
+                .consume(topic, 0, 0, 1 << 20, Duration::ZERO)
+                .await
+                .map(|f| {
+                    f.records
+                        .iter()
+                        .map(|r| {
+                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                                .into_owned()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if got == values {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} holds {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossip_key_file() {
     let root = tempfile::tempdir().unwrap();
@@ -578,30 +582,7 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossi
             .unwrap();
     }
     // Every node holds every acknowledged record (followers got them over TLS).
-    for addr in &addrs {
-        let mut node = Client::connect_with(addr, Some(&app)).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got: Vec<String> = node
-                .consume("replicated", 0, 0, 1 << 20, Duration::ZERO)
-                .await
-                .map(|f| {
-                    f.records
-                        .iter()
-                        .map(|r| {
-                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
-                                .into_owned()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            if got == values {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{addr} holds {got:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    every_node_holds(&addrs, &app, "replicated", &values).await;
     // Gossip was encrypted with the key from the file.
     let log = cluster.nodes[0].as_ref().unwrap().log();
     assert!(log.contains("encrypted=true"), "{log}");
@@ -668,33 +649,7 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossi
             .unwrap();
         all.push(v);
     }
-    for addr in &addrs {
-        let mut node = Client::connect_with(addr, Some(&rotated)).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got: Vec<String> = node
-                .consume("replicated", 0, 0, 1 << 20, Duration::ZERO)
-                .await
-                .map(|f| {
-                    f.records
-                        .iter()
-                        .map(|r| {
-                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
-                                .into_owned()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            if got == all {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "after rotation {addr} holds {got:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    every_node_holds(&addrs, &rotated, "replicated", &all).await;
     let (code, text) = failure(
         create_topic(&addrs[0], Some(&tls_as(&next, &ca, "app")), "old-ca")
             .await

@@ -15,6 +15,41 @@ fn topic_partition(group: &str) -> Option<(&str, u32)> {
     Some((topic, index.parse().ok()?))
 }
 
+/// What the Raft gauges show of one group's openraft metrics.
+struct RaftState {
+    term: u64,
+    last_log_index: Option<u64>,
+    applied_index: Option<u64>,
+    leads: bool,
+}
+
+impl RaftState {
+    fn of<N: openraft::NodeId, M: openraft::Node>(m: &openraft::RaftMetrics<N, M>) -> Self {
+        RaftState {
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            leads: m.state == ServerState::Leader,
+        }
+    }
+}
+
+/// Sets the term, log and applied index and leadership gauges of `group`.
+fn raft_gauges(group: &GroupLabels, state: RaftState) {
+    let m = metrics();
+    let index = |i: Option<u64>| i.map_or(-1, |i| i as i64);
+    m.raft_term.get_or_create(group).set(state.term as i64);
+    m.raft_last_log_index
+        .get_or_create(group)
+        .set(index(state.last_log_index));
+    m.raft_applied_index
+        .get_or_create(group)
+        .set(index(state.applied_index));
+    m.raft_is_leader
+        .get_or_create(group)
+        .set(i64::from(state.leads));
+}
+
 impl Broker {
     /// This node's replicas.
     pub fn local_replicas(&self) -> Vec<Arc<Partition>> {
@@ -55,21 +90,10 @@ impl Broker {
                     .set(size as i64);
             }
             let raft = p.raft().metrics().borrow().clone();
-            m.raft_term
-                .get_or_create(&group)
-                .set(raft.current_term as i64);
-            m.raft_last_log_index
-                .get_or_create(&group)
-                .set(raft.last_log_index.map_or(-1, |i| i as i64));
-            m.raft_applied_index
-                .get_or_create(&group)
-                .set(raft.last_applied.map_or(-1, |l| l.index as i64));
+            raft_gauges(&group, RaftState::of(&raft));
             m.raft_commit_index
                 .get_or_create(&group)
                 .set(p.commit_index().map_or(-1, |i| i as i64));
-            m.raft_is_leader
-                .get_or_create(&group)
-                .set(i64::from(raft.state == ServerState::Leader));
             if let Some(status) = p.snapshot_status() {
                 m.snapshot_lag_bytes
                     .get_or_create(&group)
@@ -83,18 +107,7 @@ impl Broker {
         let group = GroupLabels {
             group: crate::raft::META_GROUP.to_string(),
         };
-        m.raft_term
-            .get_or_create(&group)
-            .set(meta.current_term as i64);
-        m.raft_last_log_index
-            .get_or_create(&group)
-            .set(meta.last_log_index.map_or(-1, |i| i as i64));
-        m.raft_applied_index
-            .get_or_create(&group)
-            .set(meta.last_applied.map_or(-1, |l| l.index as i64));
-        m.raft_is_leader
-            .get_or_create(&group)
-            .set(i64::from(meta.state == ServerState::Leader));
+        raft_gauges(&group, RaftState::of(&meta));
         for status in [
             MemberStatus::Alive,
             MemberStatus::Leaving,
