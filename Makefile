@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint bench-log bench-broker bench-cluster bench-snapshot ci clean
+.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,6 +28,9 @@ bench-log: ## Storage-engine benchmark against the raw disk (prints a table and 
 
 bench-broker: ## Broker benchmark: produce streams, latency, consume, memory (prints a bench-broker: line)
 	$(CARGO) run --release -- bench broker
+
+bench-broker-tls: ## The broker benchmark with mutual TLS between client and broker
+	$(CARGO) run --release -- bench broker --tls
 
 bench-cluster: ## Cluster benchmark: RF=3 vs single node, failover, idle cost of 1,000 partitions (prints a bench-cluster: line)
 	$(CARGO) run --release -- bench cluster

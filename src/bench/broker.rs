@@ -11,6 +11,7 @@
 //! 5. the broker's anonymous resident memory (`RssAnon` in /proc, leaving out mapped file
 //!    pages), sampled throughout; the maximum-load run is repeated to see whether it grows.
 
+use crate::security::tls::{ClientTls, TlsFiles};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -61,6 +62,42 @@ pub struct BrokerBenchOptions {
     /// Maximum-load runs (to see whether memory grows run over run).
     #[arg(long, default_value_t = 2)]
     pub runs: usize,
+    /// Run the started broker with mutual TLS (a CA and certificates are made in DATA_DIR/certs)
+    /// and connect with a client certificate.
+    #[arg(long, conflicts_with = "server")]
+    pub tls: bool,
+}
+
+/// Makes a CA, a node certificate for 127.0.0.1 and a client certificate in `dir`; returns the
+/// broker's TLS flags and the client's TLS.
+fn bench_tls(dir: &std::path::Path) -> Result<(Vec<String>, ClientTls), BenchError> {
+    use crate::security::certs::{CertKind, Validity, init_ca, issue};
+    init_ca(dir, "bench CA", Validity::days(1), true)?;
+    let node = CertKind::Server {
+        name: "bench".into(),
+        dns: Vec::new(),
+        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+    };
+    let node = issue(dir, &node, Validity::days(1), true)?;
+    let client = CertKind::Client {
+        name: "bench-client".into(),
+    };
+    let client = issue(dir, &client, Validity::days(1), true)?;
+    let ca = dir.join("ca.pem");
+    let flags = [
+        ("--tls-cert-file", &node.cert_path),
+        ("--tls-key-file", &node.key_path),
+        ("--tls-ca-file", &ca),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect();
+    let files = TlsFiles {
+        ca,
+        cert: Some(client.cert_path),
+        key: Some(client.key_path),
+    };
+    Ok((flags, ClientTls::new(files, "")?))
 }
 
 /// Latency percentiles.
@@ -158,7 +195,7 @@ struct BrokerChild {
 }
 
 impl BrokerChild {
-    fn start(data_dir: &std::path::Path) -> Result<Self, BenchError> {
+    fn start(data_dir: &std::path::Path, extra: &[String]) -> Result<Self, BenchError> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "serve",
@@ -171,6 +208,7 @@ impl BrokerChild {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -271,15 +309,24 @@ pub async fn produce_run(
 }
 
 /// Reads every partition from the start as raw batches; MB/s.
-async fn consume_all(addr: &str, partitions: u32) -> Result<f64, BenchError> {
+async fn consume_all(
+    addr: &str,
+    partitions: u32,
+    tls: Option<ClientTls>,
+) -> Result<f64, BenchError> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for partition in 0..partitions {
         let addr = addr.to_string();
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            let mut consumer = ConsumeServiceClient::connect(format!("http://{addr}"))
-                .await?
-                .max_decoding_message_size(usize::MAX);
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+            let channel = match &tls {
+                Some(tls) => endpoint.connect_with_connector(tls.connector()).await?,
+                None => endpoint.connect().await?,
+            };
+            let mut consumer =
+                ConsumeServiceClient::new(channel).max_decoding_message_size(usize::MAX);
             let mut offset = 0;
             let mut bytes = 0u64;
             loop {
@@ -332,9 +379,16 @@ pub fn run(opts: &BrokerBenchOptions) -> Result<BrokerBenchSummary, BenchError> 
     std::fs::remove_dir_all(&raw_dir)?;
     settle();
 
+    let (tls_flags, tls) = match opts.tls {
+        true => {
+            let (flags, tls) = bench_tls(&data_dir.join("certs"))?;
+            (flags, Some(tls))
+        }
+        false => (Vec::new(), None),
+    };
     let broker = match &opts.server {
         Some(_) => None,
-        None => Some(BrokerChild::start(&data_dir.join("data"))?),
+        None => Some(BrokerChild::start(&data_dir.join("data"), &tls_flags)?),
     };
     let addr = opts
         .server
@@ -343,7 +397,8 @@ pub fn run(opts: &BrokerBenchOptions) -> Result<BrokerBenchSummary, BenchError> 
         .ok_or("no broker")?;
     let pid = broker.as_ref().map(|b| b.child.id());
     println!(
-        "logbook bench broker: {addr}, {} streams x {} records of {} B per request, {} in flight per stream, {} partition(s), {} MiB per run",
+        "logbook bench broker: {addr}{}, {} streams x {} records of {} B per request, {} in flight per stream, {} partition(s), {} MiB per run",
+        if opts.tls { " (mutual TLS)" } else { "" },
         opts.streams,
         opts.records_per_request,
         opts.record_bytes,
@@ -356,7 +411,7 @@ pub fn run(opts: &BrokerBenchOptions) -> Result<BrokerBenchSummary, BenchError> 
         .enable_all()
         .build()?;
     let outcome = runtime.block_on(async {
-        let mut client = Client::connect(&addr).await?;
+        let mut client = Client::connect_with(&addr, tls.as_ref()).await?;
         let _ = client.delete_topic("bench").await;
         client
             .create_topic("bench", opts.partitions, Default::default())
@@ -380,7 +435,7 @@ pub fn run(opts: &BrokerBenchOptions) -> Result<BrokerBenchSummary, BenchError> 
         let best = summary.max_load.iter().map(|r| r.mb_s).fold(0.0, f64::max);
         let half_rate = best * 1e6 / 2.0;
         summary.half_load = produce_run(&client, opts, total / 4, Some(half_rate)).await?;
-        summary.consume_mb_s = consume_all(&addr, opts.partitions).await?;
+        summary.consume_mb_s = consume_all(&addr, opts.partitions, tls.clone()).await?;
         let _ = client.delete_topic("bench").await;
         Ok::<(), BenchError>(())
     });

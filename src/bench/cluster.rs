@@ -204,6 +204,7 @@ fn load_options(opts: &ClusterBenchOptions, data_dir: PathBuf) -> BrokerBenchOpt
         partitions: 1,
         total_mib: opts.total_mib,
         runs: 1,
+        tls: false,
     }
 }
 

@@ -111,6 +111,7 @@ async fn bench(opts: &SnapshotBenchOptions, dir: &Path) -> Result<(), BenchError
         partitions: 1,
         total_mib: total >> 20,
         runs: 1,
+        tls: false,
     };
     let produced = produce_run(&Client::connect(&leader).await?, &load, total, None).await?;
     println!("  produced at {:.0} MB/s", produced.mb_s);
