@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot ci clean
+.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,14 @@ bench-cluster: ## Cluster benchmark: RF=3 vs single node, failover, idle cost of
 
 bench-snapshot: ## Snapshot benchmark: restore vs the S3 server's raw GET, leader egress of a replacement (prints a bench-snapshot: line)
 	$(CARGO) run --release -- bench snapshot
+
+helm-check: ## Helm chart: render, schema, kubernetes-validate --strict, checkov (pinned tools in target/iac-venv)
+	bash helm/check.sh
+
+terraform-check: ## Terraform: fmt, validate, terraform test with a mocked AWS provider (SKIP without a local provider)
+	bash terraform/check.sh
+
+iac-check: helm-check terraform-check ## Every infrastructure check (issue 7, in progress: not yet part of CI)
 
 ci: ## What CI runs
 	.ci/run
