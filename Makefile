@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check ci clean
+.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check pipelines-check ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,7 +44,10 @@ helm-check: ## Helm chart: render, schema, kubernetes-validate --strict, checkov
 terraform-check: ## Terraform: fmt, validate, terraform test with a mocked AWS provider (SKIP without a local provider)
 	bash terraform/check.sh
 
-iac-check: helm-check terraform-check ## Every infrastructure check (issue 7, in progress: not yet part of CI)
+pipelines-check: ## GitHub Actions (actionlint, yamllint, SHA pinning) and a Jenkinsfile sanity check
+	bash scripts/pipelines-check.sh
+
+iac-check: helm-check terraform-check pipelines-check ## Every infrastructure check (issue 7, in progress: not yet part of CI)
 
 ci: ## What CI runs
 	.ci/run
