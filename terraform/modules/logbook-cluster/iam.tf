@@ -33,9 +33,11 @@ locals {
         }
       },
       {
+        # s3:PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload
+        # (files over 8 MiB go up in parts); aborting a failed upload needs its own action.
         Sid      = "ReadWriteSnapshotObjects"
         Effect   = "Allow"
-        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
         Resource = "${local.snapshot_bucket_arn}/${var.snapshot_prefix}/*"
       },
       {
@@ -45,6 +47,19 @@ locals {
         Effect   = "Allow"
         Action   = "ec2:DescribeInstances"
         Resource = "*"
+      },
+    ],
+    var.snapshot_kms_key_arn == null ? [] : [
+      {
+        # SSE-KMS objects: S3 asks KMS for data keys (PutObject, multipart) and to decrypt
+        # them (GetObject, CompleteMultipartUpload) with the caller's permissions.
+        Sid      = "UseSnapshotKeyThroughS3"
+        Effect   = "Allow"
+        Action   = ["kms:Decrypt", "kms:GenerateDataKey"]
+        Resource = var.snapshot_kms_key_arn
+        Condition = {
+          StringEquals = { "kms:ViaService" = "s3.${local.s3_region}.${data.aws_partition.current.dns_suffix}" }
+        }
       },
     ],
     var.tls_secret_arn == null ? [] : [
@@ -70,6 +85,12 @@ resource "aws_iam_role_policy" "nodes" {
     precondition {
       condition     = var.create_snapshot_bucket || var.snapshot_bucket_name != null
       error_message = "snapshot_bucket_name is required when create_snapshot_bucket is false."
+    }
+
+    # Checked here, on a resource that always exists: the logging resource has count 0 then.
+    precondition {
+      condition     = var.create_snapshot_bucket || var.snapshot_access_log_bucket == null
+      error_message = "snapshot_access_log_bucket only applies to a created bucket (create_snapshot_bucket = true); configure logging on an existing bucket where it is managed."
     }
   }
 }

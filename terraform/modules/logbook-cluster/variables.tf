@@ -125,6 +125,17 @@ variable "nlb_internal" {
   }
 }
 
+variable "nlb_deletion_protection" {
+  description = "Deletion protection on the client NLB. Its DNS name is the clients' bootstrap address and a new NLB gets a new one, so it is on by default: turn it off (and apply) before destroying the cluster or changing anything that replaces the NLB (such as name)."
+  type        = bool
+  default     = true
+
+  validation {
+    condition     = var.nlb_deletion_protection != null
+    error_message = "nlb_deletion_protection must be true or false."
+  }
+}
+
 variable "create_snapshot_bucket" {
   description = "Create the S3 snapshot bucket (true) or use the existing bucket named by snapshot_bucket_name (false)."
   type        = bool
@@ -177,6 +188,39 @@ variable "snapshot_noncurrent_expiry_days" {
   validation {
     condition     = var.snapshot_noncurrent_expiry_days >= 1 && floor(var.snapshot_noncurrent_expiry_days) == var.snapshot_noncurrent_expiry_days
     error_message = "snapshot_noncurrent_expiry_days must be a whole number of at least 1."
+  }
+}
+
+variable "snapshot_kms_key_arn" {
+  description = "Optional KMS key ARN (key/..., not an alias) the snapshot objects are encrypted with. With a created bucket, its default encryption becomes SSE-KMS with this key and an S3 Bucket Key (fewer KMS requests); with an existing bucket, set it to the key that bucket uses. Either way the node role may use the key for kms:Decrypt and kms:GenerateDataKey, only through S3 (kms:ViaService). The key must be in the bucket's region and its key policy must let IAM policies of this account grant its use (the default key policy does). null (default): SSE-S3 (AES256), no KMS request cost or key to manage."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.snapshot_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.snapshot_kms_key_arn))
+    error_message = "snapshot_kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), not an alias."
+  }
+}
+
+variable "snapshot_access_log_bucket" {
+  description = "Optional existing bucket that receives S3 server access logs of the created snapshot bucket (only with create_snapshot_bucket). It must be in the same region, let logging.s3.amazonaws.com write to it (bucket policy) and use SSE-S3, not SSE-KMS. null (default): no access logs (they cost storage and one log object per batch of requests; CloudTrail S3 data events are the alternative)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.snapshot_access_log_bucket == null || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.snapshot_access_log_bucket))
+    error_message = "snapshot_access_log_bucket must be a valid S3 bucket name."
+  }
+}
+
+variable "snapshot_access_log_prefix" {
+  description = "Key prefix of the access logs in snapshot_access_log_bucket. null (default): <snapshot bucket name>/."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.snapshot_access_log_prefix == null || can(regex("^[A-Za-z0-9!_.*'()/-]{1,512}$", var.snapshot_access_log_prefix))
+    error_message = "snapshot_access_log_prefix must be 1-512 characters of letters, digits and !_.*'()/-."
   }
 }
 

@@ -162,6 +162,11 @@ run "nlb_health_check" {
     condition     = aws_lb.clients.internal == true
     error_message = "NLB must default to internal."
   }
+
+  assert {
+    condition     = aws_lb.clients.enable_deletion_protection == true
+    error_message = "NLB deletion protection must default to on (its DNS name is the clients' bootstrap address)."
+  }
 }
 
 run "security_groups" {
@@ -207,8 +212,13 @@ run "snapshot_bucket" {
   }
 
   assert {
-    condition     = contains(["AES256", "aws:kms"], one([for r in aws_s3_bucket_server_side_encryption_configuration.snapshots[0].rule : r.apply_server_side_encryption_by_default[0].sse_algorithm]))
-    error_message = "Bucket SSE must be configured."
+    condition     = one([for r in aws_s3_bucket_server_side_encryption_configuration.snapshots[0].rule : r.apply_server_side_encryption_by_default[0].sse_algorithm]) == "AES256"
+    error_message = "Bucket SSE must default to SSE-S3 (AES256)."
+  }
+
+  assert {
+    condition     = length(aws_s3_bucket_logging.snapshots) == 0
+    error_message = "Server access logging must be off unless snapshot_access_log_bucket is set."
   }
 
   assert {
@@ -236,6 +246,13 @@ run "iam_least_privilege" {
   }
 
   assert {
+    condition = join(",", sort(one([
+      for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "ReadWriteSnapshotObjects"
+    ]).Action)) == "s3:AbortMultipartUpload,s3:DeleteObject,s3:GetObject,s3:PutObject"
+    error_message = "Object access must be Get/Put/Delete plus AbortMultipartUpload (multipart uploads of files over 8 MiB)."
+  }
+
+  assert {
     condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement :
       s.Resource == "*" ? s.Action == "ec2:DescribeInstances" : startswith(s.Resource, "arn:aws:s3:::logbook-test-snapshots-123456789012")
@@ -260,10 +277,52 @@ run "iam_least_privilege" {
   assert {
     condition = alltrue(flatten([
       for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : [
-        for a in flatten([s.Action]) : contains(["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "ec2:DescribeInstances"], a)
+        for a in flatten([s.Action]) : contains(["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "ec2:DescribeInstances"], a)
       ]
     ]))
     error_message = "The node policy grants an action outside the allowed set."
+  }
+}
+
+run "snapshot_bucket_kms_and_access_logs" {
+  command = plan
+
+  variables {
+    snapshot_kms_key_arn       = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    snapshot_access_log_bucket = "central-s3-access-logs"
+  }
+
+  assert {
+    condition = one([
+      for r in aws_s3_bucket_server_side_encryption_configuration.snapshots[0].rule : r
+      if r.apply_server_side_encryption_by_default[0].sse_algorithm == "aws:kms" && r.apply_server_side_encryption_by_default[0].kms_master_key_id == "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    ]).bucket_key_enabled
+    error_message = "With snapshot_kms_key_arn the bucket must default to SSE-KMS with that key and an S3 Bucket Key."
+  }
+
+  assert {
+    condition     = aws_s3_bucket_logging.snapshots[0].target_bucket == "central-s3-access-logs" && aws_s3_bucket_logging.snapshots[0].target_prefix == "logbook-test-snapshots-123456789012/"
+    error_message = "Access logs must go to the given bucket under <snapshot bucket>/."
+  }
+
+  assert {
+    condition     = length(jsondecode(aws_iam_role_policy.nodes.policy).Statement) == 4
+    error_message = "A KMS key adds exactly one statement."
+  }
+
+  assert {
+    condition     = one([for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "UseSnapshotKeyThroughS3"]).Resource == "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    error_message = "The KMS grant must be limited to the snapshot key."
+  }
+
+  assert {
+    condition     = join(",", sort(one([for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "UseSnapshotKeyThroughS3"]).Action)) == "kms:Decrypt,kms:GenerateDataKey"
+    error_message = "The node role needs exactly kms:Decrypt and kms:GenerateDataKey on the snapshot key."
+  }
+
+  assert {
+    condition     = one([for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "UseSnapshotKeyThroughS3"]).Condition.StringEquals["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
+    error_message = "The key may only be used through S3 in the bucket's region."
   }
 }
 
@@ -275,6 +334,7 @@ run "existing_bucket" {
     snapshot_bucket_name   = "shared-snapshots"
     snapshot_prefix        = "prod/logbook"
     snapshot_bucket_region = "us-east-2"
+    snapshot_kms_key_arn   = "arn:aws:kms:us-east-2:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
     tls_secret_arn         = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logbook-tls-AbCdEf"
   }
 
@@ -298,6 +358,21 @@ run "existing_bucket" {
       for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "ReadTlsSecret"
     ]).Resource == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logbook-tls-AbCdEf"
     error_message = "The TLS secret grant must be limited to that secret."
+  }
+
+  assert {
+    condition     = one([for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "UseSnapshotKeyThroughS3"]).Resource == "arn:aws:kms:us-east-2:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+    error_message = "An existing bucket's KMS key must be granted to the node role."
+  }
+
+  assert {
+    condition     = one([for s in jsondecode(aws_iam_role_policy.nodes.policy).Statement : s if s.Sid == "UseSnapshotKeyThroughS3"]).Condition.StringEquals["kms:ViaService"] == "s3.us-east-2.amazonaws.com"
+    error_message = "An existing bucket's key may only be used through S3 in that bucket's region."
+  }
+
+  assert {
+    condition     = length(jsondecode(aws_iam_role_policy.nodes.policy).Statement) == 5
+    error_message = "Existing bucket with key and TLS secret: S3 list, S3 objects, EC2, KMS and Secrets Manager."
   }
 }
 

@@ -99,3 +99,25 @@ run "existing_bucket_needs_a_name" {
 
   expect_failures = [aws_iam_role_policy.nodes]
 }
+
+run "rejects_kms_alias" {
+  command = plan
+
+  variables {
+    snapshot_kms_key_arn = "arn:aws:kms:eu-west-1:123456789012:alias/logbook"
+  }
+
+  expect_failures = [var.snapshot_kms_key_arn]
+}
+
+run "access_logs_need_a_created_bucket" {
+  command = plan
+
+  variables {
+    create_snapshot_bucket     = false
+    snapshot_bucket_name       = "shared-snapshots"
+    snapshot_access_log_bucket = "central-s3-access-logs"
+  }
+
+  expect_failures = [aws_iam_role_policy.nodes]
+}
