@@ -37,6 +37,13 @@ if [ "$(id -u)" != 0 ]; then
   echo "setup: note: not root; the disk-full test mounts a tmpfs and will fail without root" >&2
 fi
 
+# Python servers the tests start (moto's EC2 API for the discovery test).
+if command -v python3 >/dev/null 2>&1; then
+  "$(dirname "$0")/test-tools.sh" >/dev/null || missing+=("the test venv (scripts/test-tools.sh failed)")
+else
+  missing+=("python3 (for the test servers in scripts/test-tools.sh)")
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: missing: ${missing[*]}" >&2
   exit 1

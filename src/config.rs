@@ -66,10 +66,18 @@ pub struct BrokerConfig {
     pub advertise_addr: String,
     /// Address gossip (serf: UDP and TCP) binds to (port 0 picks a free port).
     pub gossip_addr: SocketAddr,
-    /// Address other nodes reach this node's gossip at ("": the bound gossip address).
+    /// Address other nodes reach this node's gossip at, `ip:port` or `host:port` (resolved at
+    /// start; "": the bound gossip address).
     pub gossip_advertise_addr: String,
     /// Gossip seeds to join, `host:port` (DNS names allowed); retried until one answers.
     pub join: Vec<String>,
+    /// Also join the running EC2 instances tagged `KEY=VALUE` (found through the EC2 API before
+    /// every join attempt, at this node's gossip port); "" for none.
+    pub join_aws_tag: String,
+    /// Region of the `join_aws_tag` lookup ("": the SDK's chain, on EC2 the instance's region).
+    pub join_aws_region: String,
+    /// EC2 API endpoint of the `join_aws_tag` lookup ("": AWS's; for VPC endpoints and tests).
+    pub join_aws_endpoint: String,
     /// The cluster forms once this many nodes have found each other by gossip.
     pub bootstrap_expect: u32,
     /// Shared gossip encryption key, hex (16, 24 or 32 bytes); "" for none.
@@ -112,6 +120,10 @@ pub struct BrokerConfig {
     pub tls_ca_file: PathBuf,
     /// Under TLS, refuse callers without a client certificate (UNAUTHENTICATED).
     pub tls_require_client_cert: bool,
+    /// Name checked in a peer's server certificate ("": the host of its advertised address).
+    /// Set it where peers are reached by addresses no certificate can list in advance (the
+    /// private IPs of an auto-scaling group): every node certificate then carries this DNS name.
+    pub tls_peer_server_name: String,
     /// casbin model file ("": the built-in model, `config/acl_model.conf`).
     pub acl_model_file: PathBuf,
     /// casbin policy file; "" turns ACLs off (every caller may do everything).
@@ -147,6 +159,9 @@ impl Default for BrokerConfig {
             gossip_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             gossip_advertise_addr: String::new(),
             join: Vec::new(),
+            join_aws_tag: String::new(),
+            join_aws_region: String::new(),
+            join_aws_endpoint: String::new(),
             bootstrap_expect: 1,
             gossip_key: String::new(),
             replication_factor: 3,
@@ -165,6 +180,7 @@ impl Default for BrokerConfig {
             tls_key_file: PathBuf::new(),
             tls_ca_file: PathBuf::new(),
             tls_require_client_cert: true,
+            tls_peer_server_name: String::new(),
             acl_model_file: PathBuf::new(),
             acl_policy_file: PathBuf::new(),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7480)),
@@ -233,6 +249,17 @@ impl BrokerConfig {
             ));
         }
         self.gossip_key().map_err(ConfigError::Invalid)?;
+        if !self.join_aws_tag.is_empty()
+            && self
+                .join_aws_tag
+                .split_once('=')
+                .is_none_or(|(k, _)| k.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "join_aws_tag {:?}: expected KEY=VALUE",
+                self.join_aws_tag
+            )));
+        }
         self.tls_files()?;
         self.raft_timing()
             .validate()
@@ -336,7 +363,8 @@ impl BrokerConfig {
     /// in `<data_dir>/snapshots`; a cluster node has none, because every node of a cluster must
     /// see the same store (S3, or a directory they all share).
     pub fn snapshot_store_url(&self) -> Option<String> {
-        let standalone = self.bootstrap_expect <= 1 && self.join.is_empty();
+        let standalone =
+            self.bootstrap_expect <= 1 && self.join.is_empty() && self.join_aws_tag.is_empty();
         match self.snapshot_store.trim() {
             "none" => None,
             "" if standalone => Some(self.data_dir.join("snapshots").display().to_string()),
@@ -446,6 +474,18 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<Vec<String>>,
+    /// Join the running EC2 instances with this tag, KEY=VALUE [default: none]
+    #[arg(long, value_name = "KEY=VALUE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_aws_tag: Option<String>,
+    /// Region of the join_aws_tag lookup [default: the AWS SDK's region chain]
+    #[arg(long, value_name = "REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_aws_region: Option<String>,
+    /// EC2 API endpoint of the join_aws_tag lookup [default: AWS's]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_aws_endpoint: Option<String>,
     /// Nodes that must gossip before the cluster forms [default: 1]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -514,6 +554,10 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_require_client_cert: Option<bool>,
+    /// Name checked in peers' certificates [default: the host of the peer's address]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_peer_server_name: Option<String>,
     /// casbin model file [default: the built-in model]
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -20,12 +20,25 @@ struct Cli {
     command: Command,
 }
 
+/// `logbook health`: which probe, and the configuration that names the admin port.
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// Ask `/readyz` (caught up and serving) instead of `/healthz` (the process answers).
+    #[arg(long)]
+    ready: bool,
+    #[command(flatten)]
+    config: ConfigFlags,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker (defaults: data in ./data, listening on 127.0.0.1:7400).
     Serve(ConfigFlags),
     /// Print the effective configuration: defaults, then the file, LOGBOOK_* variables, flags.
     Config(ConfigFlags),
+    /// Ask the local broker's admin port whether it is alive (`/healthz`) or ready (`--ready`);
+    /// exit 0 if so (container HEALTHCHECK). The address is the configured `admin_addr`.
+    Health(HealthArgs),
     /// Create, list, describe and delete topics.
     Topic {
         #[command(flatten)]
@@ -145,6 +158,29 @@ fn serve(flags: ConfigFlags) -> anyhow::Result<()> {
     })
 }
 
+fn health(args: HealthArgs) -> ExitCode {
+    let config = match BrokerConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::USAGE as u8);
+        }
+    };
+    let outcome = runtime()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| rt.block_on(logbook::server::probe(config.admin_addr, args.ready)));
+    match outcome {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
+            ExitCode::from(exit_code::FAILURE as u8)
+        }
+    }
+}
+
 fn client_command(command: impl std::future::Future<Output = Result<(), ClientError>>) -> ExitCode {
     let outcome = match runtime() {
         Ok(rt) => rt.block_on(command),
@@ -186,6 +222,7 @@ fn main() -> ExitCode {
                 ExitCode::from(exit_code::FAILURE as u8)
             }
         },
+        Command::Health(args) => health(args),
         Command::Config(flags) => match BrokerConfig::load(&flags) {
             Ok(config) => {
                 print!("{}", config.to_toml());

@@ -330,7 +330,7 @@ impl Broker {
         // Peers are reached with this node's certificate (it names the node: CN=node:...).
         let channels = match config.tls_files().map_err(|e| tls_error(e.to_string()))? {
             Some(files) => Channels::with_tls(
-                crate::security::tls::ClientTls::new(files, "")
+                crate::security::tls::ClientTls::new(files, &config.tls_peer_server_name)
                     .map_err(|e| tls_error(e.to_string()))?,
             ),
             None => Channels::default(),

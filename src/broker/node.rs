@@ -26,9 +26,10 @@ use tonic::Status;
 
 use super::RaftContext;
 use super::{Broker, BrokerError, Partition};
+use crate::cluster::discovery::Ec2TagDiscovery;
 use crate::cluster::membership::{
-    GossipConfig, GossipTiming, JoinBackoff, MemberStatus, Membership, SerfMembership,
-    join_with_retry,
+    GossipConfig, GossipTiming, JoinBackoff, MemberStatus, Membership, MembershipError,
+    SerfMembership, join_discovered_with_retry, join_with_retry,
 };
 use crate::cluster::{
     ClusterMetadata, MetaCommand, MetaRaft, MetaRaftHandle, MetaResponse, MetaStateMachine,
@@ -99,12 +100,11 @@ pub(super) async fn start_gossip(
     };
     let mut gossip = GossipConfig::new(node_id, config.gossip_addr, address.to_string());
     if !config.gossip_advertise_addr.is_empty() {
-        gossip.advertise_addr = Some(config.gossip_advertise_addr.parse().map_err(|e| {
-            invalid(format!(
-                "gossip_advertise_addr {:?}: {e}",
-                config.gossip_advertise_addr
-            ))
-        })?);
+        gossip.advertise_addr = Some(
+            resolve_advertise(&config.gossip_advertise_addr)
+                .await
+                .map_err(invalid)?,
+        );
     }
     gossip.encryption_key = config.gossip_key().map_err(invalid)?;
     // Loopback clusters (tests, a laptop) detect failures quickly; real networks use serf's LAN
@@ -119,11 +119,97 @@ pub(super) async fn start_gossip(
     Ok(Arc::new(membership))
 }
 
+/// Resolves `gossip_advertise_addr`: an `ip:port`, or a `host:port` whose name may not resolve
+/// yet (a pod's or container's own DNS record appears shortly after it starts), so a name is
+/// retried for up to 60 s. An IPv4 address is preferred when the name has both kinds.
+async fn resolve_advertise(value: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    const ATTEMPTS: u32 = 60;
+    let mut last_error = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match tokio::net::lookup_host(value).await {
+            Ok(addrs) => {
+                let addrs: Vec<_> = addrs.collect();
+                if let Some(addr) = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) {
+                    return Ok(*addr);
+                }
+                last_error = "no addresses".to_string();
+            }
+            // Not `host:port` at all: no point in waiting.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(format!(
+                    "gossip_advertise_addr {value:?}: {e} (expected ip:port or host:port)"
+                ));
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if attempt < ATTEMPTS {
+            tracing::info!(name = value, attempt, error = %last_error, "gossip_advertise_addr does not resolve yet");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    Err(format!(
+        "gossip_advertise_addr {value:?} did not resolve within {ATTEMPTS}s: {last_error}"
+    ))
+}
+
 /// Starts the background tasks: gossip join, formation and controller, replica reconciler.
 pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
     let mut tasks = broker.tasks.lock();
-    if !broker.config.join.is_empty() {
-        let (b, seeds) = (Arc::downgrade(broker), broker.config.join.clone());
+    let config = &broker.config;
+    if !config.join_aws_tag.is_empty() {
+        let discovery = Ec2TagDiscovery {
+            tag: config.join_aws_tag.clone(),
+            region: config.join_aws_region.clone(),
+            endpoint: config.join_aws_endpoint.clone(),
+            gossip_port: broker.gossip.advertise_addr().port(),
+        };
+        let (b, fixed) = (Arc::downgrade(broker), config.join.clone());
+        let gossip = broker.gossip.clone();
+        let mut shutdown = broker.shutdown_signal();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            };
+            let own_ip = gossip.advertise_addr().ip();
+            let joined = async {
+                let ec2 = discovery
+                    .connect()
+                    .await
+                    .map_err(|e| MembershipError::Discovery(e.to_string()))?;
+                let discover = || {
+                    let (ec2, fixed) = (ec2.clone(), fixed.clone());
+                    async move {
+                        let found = ec2
+                            .seeds(Some(own_ip))
+                            .await
+                            .map_err(|e| MembershipError::Discovery(e.to_string()))?;
+                        tracing::debug!(seeds = ?found, "EC2 tag discovery");
+                        let seeds: Vec<String> = fixed.into_iter().chain(found).collect();
+                        if seeds.is_empty() {
+                            return Err(MembershipError::Discovery(format!(
+                                "no other running instance is tagged {}",
+                                ec2.tag()
+                            )));
+                        }
+                        Ok(seeds)
+                    }
+                };
+                join_discovered_with_retry(&*gossip, discover, JoinBackoff::default(), stop).await
+            };
+            match joined.await {
+                Ok(n) => tracing::info!(
+                    contacted = n,
+                    "joined the gossip cluster (EC2 tag discovery)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "gossip join stopped"),
+            }
+            drop(b);
+        }));
+    } else if !config.join.is_empty() {
+        let (b, seeds) = (Arc::downgrade(broker), config.join.clone());
         let gossip = broker.gossip.clone();
         let mut shutdown = broker.shutdown_signal();
         tasks.push(tokio::spawn(async move {

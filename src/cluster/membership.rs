@@ -182,6 +182,9 @@ pub enum MembershipError {
         /// One `address: reason` entry per address.
         details: String,
     },
+    /// The seed source (for example the EC2 API) failed or found no other node yet.
+    #[error("seed discovery: {0}")]
+    Discovery(String),
     /// Joining was cancelled by the caller's shutdown signal.
     #[error("join cancelled by shutdown")]
     Cancelled,
@@ -201,7 +204,7 @@ impl MembershipError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::SeedsUnresolvable { .. } | Self::JoinFailed { .. }
+            Self::SeedsUnresolvable { .. } | Self::JoinFailed { .. } | Self::Discovery(_)
         )
     }
 }
@@ -841,12 +844,39 @@ pub async fn join_with_retry<M: Membership>(
     backoff: JoinBackoff,
     shutdown: impl Future<Output = ()>,
 ) -> Result<usize, MembershipError> {
+    join_discovered_with_retry(
+        membership,
+        || std::future::ready(Ok(seeds.to_vec())),
+        backoff,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`join_with_retry`], but asks `discover` for the seeds before every attempt (seeds that
+/// come and go, such as the instances of an auto-scaling group). A discovery failure is
+/// retried like a failed join.
+pub async fn join_discovered_with_retry<M, D, F>(
+    membership: &M,
+    mut discover: D,
+    backoff: JoinBackoff,
+    shutdown: impl Future<Output = ()>,
+) -> Result<usize, MembershipError>
+where
+    M: Membership,
+    D: FnMut() -> F,
+    F: Future<Output = Result<Vec<String>, MembershipError>>,
+{
     let mut shutdown = std::pin::pin!(shutdown);
     let mut delay = backoff.initial;
     let mut attempt: u32 = 1;
     loop {
+        let attempt_join = async {
+            let seeds = discover().await?;
+            membership.join(&seeds).await
+        };
         let outcome = tokio::select! {
-            outcome = membership.join(seeds) => outcome,
+            outcome = attempt_join => outcome,
             () = &mut shutdown => return Err(MembershipError::Cancelled),
         };
         match outcome {

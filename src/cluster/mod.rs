@@ -1,6 +1,7 @@
 //! The cluster: the metadata group (nodes, topics, replica assignments) and its controller,
 //! gossip membership, and replica placement.
 
+pub mod discovery;
 pub mod membership;
 pub mod metadata;
 

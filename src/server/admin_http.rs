@@ -102,3 +102,49 @@ pub async fn serve_admin(
     }
     connections.shutdown().await;
 }
+
+/// Asks a broker's admin port for `/healthz` (or `/readyz` when `ready`): `Ok` with the body when
+/// it answers 200, `Err` with the reason otherwise (`logbook health`, the image's HEALTHCHECK).
+/// An unspecified address (`0.0.0.0`, `::`) means this host.
+pub async fn probe(addr: std::net::SocketAddr, ready: bool) -> Result<String, String> {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to the admin port {addr}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("admin port {addr}: {e}"))?;
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("admin port {addr}: {e}"))?;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map_err(|e| format!("admin port {addr}: {e}"))?
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).trim().to_string();
+        if status == StatusCode::OK {
+            Ok(body)
+        } else {
+            Err(format!("{path} answered {status}: {body}"))
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| format!("admin port {addr}: no answer within 3s"))?
+}

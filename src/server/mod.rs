@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-pub use admin_http::serve_admin;
+pub use admin_http::{probe, serve_admin};
 pub use api::Api;
 pub use layer::{AuthPolicy, RequestLayer, code_name};
 pub use status::{ERROR_DOMAIN, to_status};
