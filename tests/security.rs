@@ -657,3 +657,73 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossi
     );
     assert_eq!(code, Some(Code::Unauthenticated), "{text}");
 }
+
+/// Peers dialled by addresses their certificates do not list (the private IPs of an
+/// auto-scaling group) are checked against `tls_peer_server_name` instead: node certificates
+/// that carry only that DNS name still form a cluster and replicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_checked_against_tls_peer_server_name() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    let d = ca.to_str().unwrap();
+    certs(&["init", "--dir", d, "--name", "peer-name CA"]);
+    // No IP address and no localhost: only the shared name.
+    certs(&[
+        "issue",
+        "--dir",
+        d,
+        "--server",
+        "--name",
+        "n1",
+        "--dns",
+        "logbook-node",
+    ]);
+    let mut flags = server_flags(&ca);
+    flags.extend(["--tls-peer-server-name".into(), "logbook-node".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let nodes = root.path().join("nodes");
+    std::fs::create_dir_all(&nodes).unwrap();
+    let cluster = common::cluster::Cluster::start_with(&nodes, 3, &flags);
+    let addrs = cluster.addrs();
+    // The node certificate doubles as a client certificate; it names the same DNS name.
+    let tls = ClientTls::new(
+        TlsFiles {
+            ca: pem(&ca, "ca"),
+            cert: Some(pem(&ca, "n1")),
+            key: Some(key(&ca, "n1")),
+        },
+        "logbook-node",
+    )
+    .unwrap();
+    let client = logbook::client::ClusterClient::connect_with(
+        &addrs,
+        logbook::client::ReadFrom::Replicas,
+        Some(tls.clone()),
+    )
+    .await
+    .unwrap();
+    // A topic at RF = 3 is acknowledged only once the followers have it, over TLS.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = async {
+            client
+                .any()
+                .await?
+                .create_topic("named", 1, pb::TopicConfig::default())
+                .await
+        };
+        match created.await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no topic over TLS: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let values: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+    for v in &values {
+        client
+            .produce("named", Some(0), &[record(v)])
+            .await
+            .unwrap();
+    }
+    every_node_holds(&addrs, &tls, "named", &values).await;
+}
