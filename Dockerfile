@@ -6,8 +6,8 @@
 #                                                       # local bases from debootstrap, vendored crates
 #
 # The runtime image runs as the non-root user `logbook` (uid/gid 10001), keeps its data in
-# /var/lib/logbook (a volume), and takes every setting from LOGBOOK_* variables or a mounted
-# file (`--config /etc/logbook/logbook.toml`, or LOGBOOK_CONFIG). Ports: 7400 gRPC (clients and
+# /var/lib/logbook (a volume), and reads /etc/logbook/logbook.toml (config/container.toml;
+# mount another file there, or name one with LOGBOOK_CONFIG / --config) plus LOGBOOK_* variables. Ports: 7400 gRPC (clients and
 # Raft), 7946 gossip (TCP and UDP), 7480 admin HTTP (/metrics, /healthz, /readyz).
 
 ARG BUILDER_IMAGE=rust:1.95-bookworm
@@ -38,13 +38,13 @@ RUN groupadd --system --gid 10001 logbook \
  && install -d -o logbook -g logbook -m 0750 /var/lib/logbook \
  && install -d -m 0755 /etc/logbook
 COPY --from=build /out/logbook /usr/local/bin/logbook
-# Container defaults: listen on every interface, data on the volume. Everything else is the
-# broker's embedded default; override with LOGBOOK_* or a mounted config file.
-ENV LOGBOOK_DATA_DIR=/var/lib/logbook \
-    LOGBOOK_LISTEN_ADDR=0.0.0.0:7400 \
-    LOGBOOK_ADMIN_ADDR=0.0.0.0:7480 \
-    LOGBOOK_GOSSIP_ADDR=0.0.0.0:7946 \
-    LOGBOOK_LOG_FORMAT=json
+# CA roots for HTTPS to S3 and EC2 (slim runtime bases ship none; the builder has them).
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# Container defaults (listen on every interface, data on the volume) live in a file, so a
+# mounted /etc/logbook/logbook.toml replaces all of them; LOGBOOK_<KEY> variables and flags
+# override single keys. Everything else is the broker's embedded default.
+COPY config/container.toml /etc/logbook/logbook.toml
+ENV LOGBOOK_CONFIG=/etc/logbook/logbook.toml
 USER 10001:10001
 WORKDIR /var/lib/logbook
 VOLUME ["/var/lib/logbook"]

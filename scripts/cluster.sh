@@ -5,14 +5,16 @@
 #   scripts/cluster.sh down    removes the containers, the network and the volumes
 #   scripts/cluster.sh cli ... runs the logbook CLI in a throwaway container on the network
 # Env: IMAGE_TAG (default logbook:dev; `make image` builds it), CLUSTER_NAME (default logbook),
-#      NODES (default 3), HOST_PORT_BASE (default 7400: node i's gRPC is published on
-#      127.0.0.1:HOST_PORT_BASE+i for tools on the host; empty to publish nothing).
+#      NODES (default 3), ADMIN_PORT_BASE (default 7480: node i's admin HTTP port, /metrics,
+#      /healthz and /readyz, is published on 127.0.0.1:ADMIN_PORT_BASE+i; empty to publish
+#      nothing). gRPC is not published: nodes advertise their container names, which only
+#      resolve on the network, so clients run there (`cli`).
 set -euo pipefail
 
 image="${IMAGE_TAG:-logbook:dev}"
 name="${CLUSTER_NAME:-logbook}"
 nodes="${NODES:-3}"
-host_port_base="${HOST_PORT_BASE-7400}"
+admin_port_base="${ADMIN_PORT_BASE-7480}"
 network="${name}-net"
 
 node() { echo "${name}-$1"; }
@@ -39,8 +41,8 @@ up() {
       continue
     fi
     publish=()
-    if [[ -n "${host_port_base}" ]]; then
-      publish=(--publish "127.0.0.1:$((host_port_base + i)):7400")
+    if [[ -n "${admin_port_base}" ]]; then
+      publish=(--publish "127.0.0.1:$((admin_port_base + i)):7480")
     fi
     docker run --detach --name "${n}" --hostname "${n}" --network "${network}" \
       "${publish[@]}" \
@@ -53,7 +55,8 @@ up() {
   done
   echo "cluster: ${nodes} nodes on network ${network}; try:" >&2
   echo "  scripts/cluster.sh cli topic create orders --partitions 3" >&2
-  echo "  echo hello | scripts/cluster.sh cli produce orders" >&2
+  echo "  scripts/cluster.sh cli consume --topic orders --from-beginning" >&2
+  echo "  echo hello | scripts/cluster.sh cli produce --topic orders" >&2
 }
 
 down() {

@@ -17,7 +17,7 @@ cd "${repo_root}"
 export IMAGE_TAG="${IMAGE_TAG:-logbook:dev}"
 export CLUSTER_NAME="${CLUSTER_NAME:-lbtest}"
 export NODES=3
-export HOST_PORT_BASE=""
+export ADMIN_PORT_BASE=""
 network="${CLUSTER_NAME}-net"
 topic=orders
 start=$(date +%s)
