@@ -702,8 +702,25 @@ async fn peers_are_checked_against_tls_peer_server_name() {
     )
     .await
     .unwrap();
-    // A topic at RF = 3 is acknowledged only once the followers have it, over TLS.
+    // Formation and the metadata group run over TLS between the nodes; wait for all three (a
+    // topic created earlier would get fewer replicas).
     let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let formed = async {
+            let mut c = Client::connect_with(&addrs[0], Some(&tls)).await.ok()?;
+            let m = c.metadata().await.ok()?;
+            (m.servers.len() == 3).then_some(())
+        };
+        if formed.await.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never formed over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A topic at RF = 3: every node holds its records, replicated over TLS.
     loop {
         let created = async {
             client
