@@ -29,11 +29,19 @@ fail() {
 }
 node() { echo "${CLUSTER_NAME}-$1"; }
 cli() { scripts/cluster.sh cli "$@"; }
-# Runs the CLI inside container $1 against that node only (no other node reachable when cut).
+# Runs the CLI inside container $1 against that node's own listener (127.0.0.1: it works
+# while the container is cut off the network, when its own name no longer leads anywhere).
 cli_in() {
   local n=$1
   shift
-  docker exec --interactive --env "LOGBOOK_SERVER=${n}:7400" "${n}" logbook "$@"
+  docker exec --interactive --env "LOGBOOK_SERVER=127.0.0.1:7400" "${n}" logbook "$@"
+}
+
+# The value of metric series $2 on node $1's admin port (read inside the container with bash's
+# /dev/tcp: the image has no HTTP client, and the node may be cut off the network).
+metric_in() {
+  docker exec "$1" bash -c 'exec 3<>/dev/tcp/127.0.0.1/7480 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+    awk -v series="$2" '$1 == series {print $2}'
 }
 
 # retry SECONDS DESCRIPTION COMMAND...: runs COMMAND until it succeeds (once a second).
@@ -131,14 +139,43 @@ retry 60 "${leader} serves all 20 records" has_exactly 20 "${leader}"
 cut=$(leader_container) || fail "no leader before the network cut"
 say "disconnecting the leader ${cut} from ${network}"
 docker network disconnect "${network}" "${cut}"
-if echo "unacked-minority" | cli_in "${cut}" produce --topic "${topic}" >/dev/null 2>&1; then
-  fail "${cut} acknowledged a produce while cut off from the majority"
+# Its own name still maps to the address it just lost; point the name at its own listener, so
+# the CLI in there (which follows advertised names) reaches the cut-off broker.
+docker exec --user 0 "${cut}" bash -c \
+  "{ echo '127.0.0.1 ${cut}'; grep -v '[[:space:]]${cut}\$' /etc/hosts; } >/tmp/hosts && cat /tmp/hosts >/etc/hosts"
+group_metric() { metric_in "${cut}" "logbook_raft_$1{group=\"${topic}/0\"}"; }
+last_before=$(group_metric last_log_index)
+commit_before=$(group_metric commit_index)
+# The request reaches the old leader and is appended to its log, but without a majority it is
+# never committed: the broker answers UNAVAILABLE "not committed within 10s".
+if out=$(echo "unacked-minority" | cli_in "${cut}" produce --topic "${topic}" 2>&1); then
+  fail "${cut} acknowledged a produce while cut off from the majority: ${out}"
 fi
-say "ok: the cut-off node ${cut} does not acknowledge"
+[[ "${out}" == *"not committed within"* ]] ||
+  fail "the produce through ${cut} did not fail for want of an acknowledgement: ${out}"
+last_after=$(group_metric last_log_index)
+commit_after=$(group_metric commit_index)
+((last_after > last_before)) ||
+  fail "the cut-off leader did not append the produce (last log index ${last_before} -> ${last_after})"
+((commit_after == commit_before)) ||
+  fail "the cut-off leader committed without a majority (commit index ${commit_before} -> ${commit_after})"
+say "ok: the cut-off leader ${cut} appended the produce (last log index ${last_before} -> ${last_after}) but did not commit (${commit_after}) or acknowledge it: ${out#error: }"
 retry 90 "the majority acknowledges 21..30" produce_range 21 30
 retry 30 "all 30 acknowledged records readable from the majority" has_exactly 30
 
 docker network connect "${network}" "${cut}"
+# Its own Raft log catches up: same last and commit index as the majority's leader.
+caught_up() {
+  local leader_now
+  leader_now=$(leader_container) || return 1
+  [[ "${leader_now}" != "${cut}" ]] || return 1
+  local series
+  for series in last_log_index commit_index; do
+    [[ "$(metric_in "${cut}" "logbook_raft_${series}{group=\"${topic}/0\"}")" == \
+      "$(metric_in "${leader_now}" "logbook_raft_${series}{group=\"${topic}/0\"}")" ]] || return 1
+  done
+}
+retry 90 "${cut}'s log of ${topic}/0 matches the new leader's (last log and commit index)" caught_up
 retry 90 "${cut} rejoined: it serves exactly the 30 acknowledged records" has_exactly 30 "${cut}"
 if consume_all | grep -q unacked-minority; then
   fail "the unacknowledged record of the cut-off node is readable"
