@@ -15,6 +15,8 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
+# The release profile keeps line tables (benchmarks, local backtraces), which quadruple the
+# binary; the image's copy is stripped of them (symbols stay, so backtraces name functions).
 # Crates come from crates.io, or from target/docker/vendor when `make image` vendored them
 # (build hosts whose containers have no network).
 # .dockerignore lets in only the sources (and target/docker/vendor when it exists).
@@ -25,7 +27,8 @@ RUN set -eu; \
       printf '[source.crates-io]\nreplace-with = "vendored"\n[source.vendored]\ndirectory = "target/docker/vendor"\n' > .cargo/config.toml; \
     fi; \
     cargo build --release --locked --bin logbook; \
-    install -D -m 0755 target/release/logbook /out/logbook
+    install -D -m 0755 target/release/logbook /out/logbook; \
+    strip --strip-debug /out/logbook
 
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=dev
