@@ -2,13 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help setup run test fmt lint image cluster-up cluster-down container-test certs bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check pipelines-check ami-check scripts-check ci clean
+.PHONY: help setup build run test fmt lint image cluster-up cluster-down container-test certs bench-log bench-broker bench-broker-tls bench-cluster bench-snapshot iac-check helm-check terraform-check pipelines-check ami-check scripts-check ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 setup: ## Check and install what the build and the tests need
 	@scripts/setup.sh
+
+build: setup ## Build the release binary (target/release/logbook)
+	$(CARGO) build --release --locked
 
 run: setup ## Build and start a broker with embedded defaults (data in ./data, 127.0.0.1:7400)
 	$(CARGO) run --release -- serve
@@ -67,11 +70,12 @@ cluster-down: ## Remove the local container cluster, its network and volumes
 container-test: ## Build the image, run 3 containers: CLI produce/consume, SIGKILL failover, network cut
 	scripts/container-test.sh
 
-certs: ## A development CA, a node certificate (n1, localhost) and client certificates alice and ops in ./certs
-	$(CARGO) run --release --quiet -- certs init --dir certs
-	$(CARGO) run --release --quiet -- certs issue --dir certs --server --name n1 --ip 127.0.0.1 --dns localhost
-	$(CARGO) run --release --quiet -- certs issue --dir certs --client alice
-	$(CARGO) run --release --quiet -- certs issue --dir certs --client ops
+certs: ## A development CA, a node certificate (n1, localhost) and client certificates alice and ops in ./certs (kept if present)
+	$(CARGO) build --release --quiet
+	test -e certs/ca.pem || target/release/logbook certs init --dir certs
+	test -e certs/n1.pem || target/release/logbook certs issue --dir certs --server --name n1 --ip 127.0.0.1 --dns localhost
+	test -e certs/alice.pem || target/release/logbook certs issue --dir certs --client alice
+	test -e certs/ops.pem || target/release/logbook certs issue --dir certs --client ops
 
 ci: ## What CI runs
 	.ci/run
