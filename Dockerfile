@@ -16,7 +16,9 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
 # The release profile keeps line tables (benchmarks, local backtraces), which quadruple the
-# binary; the image's copy is stripped of them (symbols stay, so backtraces name functions).
+# binary; the image's build makes none and strips what the toolchain's own libraries carry
+# (symbols stay, so backtraces name functions).
+ENV CARGO_PROFILE_RELEASE_DEBUG=false
 # Crates come from crates.io, or from target/docker/vendor when `make image` vendored them
 # (build hosts whose containers have no network).
 # .dockerignore lets in only the sources (and target/docker/vendor when it exists).
