@@ -261,8 +261,9 @@ async fn scenario() {
     for node in &nodes {
         let log = node.log();
         assert!(
-            log.contains("joined the gossip cluster (EC2 tag discovery)"),
-            "no discovery join in the log:\n{log}"
+            log.lines()
+                .any(|l| l.contains("joined the gossip cluster") && l.contains("via=\"ec2_tag\"")),
+            "no join through EC2 tag discovery in the log:\n{log}"
         );
     }
 }

@@ -494,6 +494,26 @@ async fn acl_matrix_allows_and_denies_by_subject_action_and_topic_and_reloads() 
     assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
 }
 
+/// Waits (up to 60 s) until the metadata at `addr`, read over `tls`, lists `servers` servers.
+async fn wait_formed_over_tls(addr: &str, tls: &ClientTls, servers: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let formed = async {
+            let mut c = Client::connect_with(addr, Some(tls)).await.ok()?;
+            let m = c.metadata().await.ok()?;
+            (m.servers.len() == servers).then_some(())
+        };
+        if formed.await.is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never formed over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (up to 30 s per node) until every node at `addrs` serves exactly `values` from
 /// partition 0 of `topic`.
 async fn every_node_holds(addrs: &[String], tls: &ClientTls, topic: &str, values: &[String]) {
@@ -544,22 +564,7 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_an_encrypted_gossi
     let app = tls_as(&ca, &ca, "app");
 
     // Formation, Raft and the metadata group all run over mutual TLS between the nodes.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let formed = async {
-            let mut c = Client::connect_with(&addrs[0], Some(&app)).await.ok()?;
-            let m = c.metadata().await.ok()?;
-            (m.servers.len() == 3).then_some(())
-        };
-        if formed.await.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never formed over TLS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_formed_over_tls(&addrs[0], &app, 3).await;
     let client = logbook::client::ClusterClient::connect_with(
         &addrs,
         logbook::client::ReadFrom::Replicas,
@@ -704,22 +709,8 @@ async fn peers_are_checked_against_tls_peer_server_name() {
     .unwrap();
     // Formation and the metadata group run over TLS between the nodes; wait for all three (a
     // topic created earlier would get fewer replicas).
+    wait_formed_over_tls(&addrs[0], &tls, 3).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let formed = async {
-            let mut c = Client::connect_with(&addrs[0], Some(&tls)).await.ok()?;
-            let m = c.metadata().await.ok()?;
-            (m.servers.len() == 3).then_some(())
-        };
-        if formed.await.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never formed over TLS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // A topic at RF = 3: every node holds its records, replicated over TLS.
     loop {
         let created = async {

@@ -119,6 +119,40 @@ pub(super) async fn start_gossip(
     Ok(Arc::new(membership))
 }
 
+/// Joins gossip through the running EC2 instances with the tag (listed again before every
+/// attempt, this node's own address left out), plus the fixed `seeds`.
+async fn join_by_ec2_tag(
+    gossip: &SerfMembership,
+    discovery: Ec2TagDiscovery,
+    seeds: Vec<String>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<usize, MembershipError> {
+    let ec2 = discovery
+        .connect()
+        .await
+        .map_err(|e| MembershipError::Discovery(e.to_string()))?;
+    let own_ip = gossip.advertise_addr().ip();
+    let discover = || {
+        let (ec2, seeds) = (ec2.clone(), seeds.clone());
+        async move {
+            let found = ec2
+                .seeds(Some(own_ip))
+                .await
+                .map_err(|e| MembershipError::Discovery(e.to_string()))?;
+            tracing::debug!(found = ?found, "EC2 tag discovery");
+            let all: Vec<String> = seeds.into_iter().chain(found).collect();
+            if all.is_empty() {
+                return Err(MembershipError::Discovery(format!(
+                    "no other running instance is tagged {}",
+                    ec2.tag()
+                )));
+            }
+            Ok(all)
+        }
+    };
+    join_discovered_with_retry(gossip, discover, JoinBackoff::default(), stop).await
+}
+
 /// Resolves `gossip_advertise_addr`: an `ip:port`, or a `host:port` whose name may not resolve
 /// yet (a pod's or container's own DNS record appears shortly after it starts), so a name is
 /// retried for up to 60 s. An IPv4 address is preferred when the name has both kinds.
@@ -159,56 +193,13 @@ async fn resolve_advertise(value: &str) -> Result<std::net::SocketAddr, String> 
 pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
     let mut tasks = broker.tasks.lock();
     let config = &broker.config;
-    if !config.join_aws_tag.is_empty() {
-        let discovery = Ec2TagDiscovery {
+    if !config.join_aws_tag.is_empty() || !config.join.is_empty() {
+        let discovery = (!config.join_aws_tag.is_empty()).then(|| Ec2TagDiscovery {
             tag: config.join_aws_tag.clone(),
             region: config.join_aws_region.clone(),
             endpoint: config.join_aws_endpoint.clone(),
             gossip_port: broker.gossip.advertise_addr().port(),
-        };
-        let (b, fixed) = (Arc::downgrade(broker), config.join.clone());
-        let gossip = broker.gossip.clone();
-        let mut shutdown = broker.shutdown_signal();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            };
-            let own_ip = gossip.advertise_addr().ip();
-            let joined = async {
-                let ec2 = discovery
-                    .connect()
-                    .await
-                    .map_err(|e| MembershipError::Discovery(e.to_string()))?;
-                let discover = || {
-                    let (ec2, fixed) = (ec2.clone(), fixed.clone());
-                    async move {
-                        let found = ec2
-                            .seeds(Some(own_ip))
-                            .await
-                            .map_err(|e| MembershipError::Discovery(e.to_string()))?;
-                        tracing::debug!(seeds = ?found, "EC2 tag discovery");
-                        let seeds: Vec<String> = fixed.into_iter().chain(found).collect();
-                        if seeds.is_empty() {
-                            return Err(MembershipError::Discovery(format!(
-                                "no other running instance is tagged {}",
-                                ec2.tag()
-                            )));
-                        }
-                        Ok(seeds)
-                    }
-                };
-                join_discovered_with_retry(&*gossip, discover, JoinBackoff::default(), stop).await
-            };
-            match joined.await {
-                Ok(n) => tracing::info!(
-                    contacted = n,
-                    "joined the gossip cluster (EC2 tag discovery)"
-                ),
-                Err(e) => tracing::warn!(error = %e, "gossip join stopped"),
-            }
-            drop(b);
-        }));
-    } else if !config.join.is_empty() {
+        });
         let (b, seeds) = (Arc::downgrade(broker), config.join.clone());
         let gossip = broker.gossip.clone();
         let mut shutdown = broker.shutdown_signal();
@@ -216,8 +207,18 @@ pub(super) fn spawn_tasks(broker: &Arc<Broker>) {
             let stop = async move {
                 let _ = shutdown.wait_for(|s| *s).await;
             };
-            match join_with_retry(&*gossip, &seeds, JoinBackoff::default(), stop).await {
-                Ok(n) => tracing::info!(contacted = n, "joined the gossip cluster"),
+            let (joined, via) = match discovery {
+                Some(discovery) => (
+                    join_by_ec2_tag(&gossip, discovery, seeds, stop).await,
+                    "ec2_tag",
+                ),
+                None => (
+                    join_with_retry(&*gossip, &seeds, JoinBackoff::default(), stop).await,
+                    "seeds",
+                ),
+            };
+            match joined {
+                Ok(n) => tracing::info!(contacted = n, via, "joined the gossip cluster"),
                 Err(e) => tracing::warn!(error = %e, "gossip join stopped"),
             }
             drop(b);
