@@ -55,8 +55,8 @@ up() {
   done
   echo "cluster: ${nodes} nodes on network ${network}; try:" >&2
   echo "  scripts/cluster.sh cli topic create orders --partitions 3" >&2
-  echo "  scripts/cluster.sh cli consume --topic orders --from-beginning" >&2
   echo "  echo hello | scripts/cluster.sh cli produce --topic orders" >&2
+  echo "  scripts/cluster.sh cli consume --topic orders --from-beginning" >&2
 }
 
 down() {
