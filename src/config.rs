@@ -249,16 +249,9 @@ impl BrokerConfig {
             ));
         }
         self.gossip_key().map_err(ConfigError::Invalid)?;
-        if !self.join_aws_tag.is_empty()
-            && self
-                .join_aws_tag
-                .split_once('=')
-                .is_none_or(|(k, _)| k.trim().is_empty())
-        {
-            return Err(ConfigError::Invalid(format!(
-                "join_aws_tag {:?}: expected KEY=VALUE",
-                self.join_aws_tag
-            )));
+        if !self.join_aws_tag.is_empty() {
+            crate::cluster::discovery::parse_tag(&self.join_aws_tag)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         self.tls_files()?;
         self.raft_timing()

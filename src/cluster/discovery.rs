@@ -53,14 +53,18 @@ pub struct Ec2Seeds {
     gossip_port: u16,
 }
 
+/// Splits `KEY=VALUE` (trimmed; the key must not be empty, the value may be).
+pub fn parse_tag(tag: &str) -> Result<(&str, &str), DiscoveryError> {
+    tag.split_once('=')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| DiscoveryError::InvalidTag(tag.to_string()))
+}
+
 impl Ec2TagDiscovery {
     /// Builds the EC2 client (no request is made yet); fails only on a malformed tag.
     pub async fn connect(&self) -> Result<Ec2Seeds, DiscoveryError> {
-        let (key, value) = self
-            .tag
-            .split_once('=')
-            .filter(|(k, _)| !k.trim().is_empty())
-            .ok_or_else(|| DiscoveryError::InvalidTag(self.tag.clone()))?;
+        let (key, value) = parse_tag(&self.tag)?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if !self.region.is_empty() {
             loader = loader.region(aws_config::Region::new(self.region.clone()));
@@ -78,8 +82,8 @@ impl Ec2TagDiscovery {
             .build();
         Ok(Ec2Seeds {
             client: aws_sdk_ec2::Client::from_conf(config),
-            key: key.trim().to_string(),
-            value: value.trim().to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
             gossip_port: self.gossip_port,
         })
     }
